@@ -21,7 +21,7 @@ class Candidates:
         self.joint = np.asarray(self.joint, dtype=np.int64).reshape(-1)
         self.score = np.asarray(self.score, dtype=np.float32).reshape(-1)
         tag = np.asarray(self.tag, dtype=np.float32)
-        self.tag = tag.reshape(len(self.joint), -1) if tag.size or len(self.joint) else tag.reshape(0, 1)
+        self.tag = tag.reshape(len(self.joint), -1) if len(self.joint) else tag.reshape(0, 1)
         n = len(self.joint)
         if not (len(self.pos) == len(self.score) == len(self.tag) == n):
             raise ValueError("candidate arrays disagree in length")
@@ -39,7 +39,7 @@ class People:
     assignment: np.ndarray  # [N] int, person of each candidate, -1 for none
 
     @classmethod
-    def empty(cls, num_joints: int, num_candidates: int = 0) -> "People":
+    def empty(cls, num_joints: int, num_candidates: int = 0) -> People:
         return cls(np.zeros((0, num_joints, 3), np.float32), np.zeros(0, np.float32),
                    np.full(num_candidates, -1, np.int64))
 

@@ -1,0 +1,213 @@
+"""Build one ``torch_geometric.data.Data`` graph per image from its maps.
+
+Vertices are keypoint candidates; ``pair_index`` lists each scored unordered pair once,
+``edge_index`` holds both directions for message passing, ``y`` says whether a pair's
+candidates match the same ground-truth person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
+from posegnn.data.maps import ImageMaps
+from posegnn.layouts import Layout
+
+NORMALIZATIONS = ("none", "per_map", "dataset")
+EDGE_STRATEGIES = ("radius", "knn", "skeleton")
+
+
+@dataclass
+class FeatureConfig:
+    """Which vertex features to compute (each switchable)."""
+
+    tag: bool = True  # the candidate's own joint's tag
+    all_tags: bool = False  # tags of all K channels at the candidate
+    score: bool = True  # heat value at the peak
+    position: bool = True  # position normalized by the image size
+    joint_onehot: bool = True
+    all_heats: bool = False  # values of all K heatmaps at the candidate
+
+
+@dataclass
+class EdgeConfig:
+    """Which candidate pairs become edges, and their attributes."""
+
+    strategy: str = "radius"  # radius | knn | skeleton
+    radius: float = 0.6  # max pair distance as a fraction of the image's long side
+    k: int = 16  # neighbours per candidate for the knn strategy
+    offset: bool = True
+    distance: bool = True
+    tag_diff: bool = True
+    scores: bool = True
+    limb: bool = True
+
+
+@dataclass
+class GraphConfig:
+    """Every setting that changes a built graph (all of it keys the cache)."""
+
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    edges: EdgeConfig = field(default_factory=EdgeConfig)
+    normalization: str = "per_map"  # none | per_map | dataset
+    match_threshold: float = 0.5  # keypoint similarity for a candidate to match a person
+
+    def __post_init__(self) -> None:
+        if isinstance(self.candidates, dict):
+            self.candidates = CandidateConfig(**self.candidates)
+        if isinstance(self.features, dict):
+            self.features = FeatureConfig(**self.features)
+        if isinstance(self.edges, dict):
+            self.edges = EdgeConfig(**self.edges)
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"graph.normalization must be one of {NORMALIZATIONS}, "
+                             f"got {self.normalization!r}")
+        if self.edges.strategy not in EDGE_STRATEGIES:
+            raise ValueError(f"graph.edges.strategy must be one of {EDGE_STRATEGIES}, "
+                             f"got {self.edges.strategy!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw tags [N, K, D] and heat values [N, K] of all channels at heatmap points uv."""
+    k, ht, wt, d = maps.tags.shape
+    tags = torch.from_numpy(maps.tags).permute(0, 3, 1, 2).reshape(k * d, ht, wt)
+    sx, sy = maps.tag_stride
+    all_tags = bilinear(tags, uv / torch.tensor([sx, sy], dtype=uv.dtype)).reshape(-1, k, d)
+    return all_tags, bilinear(torch.from_numpy(maps.heatmaps), uv)
+
+
+def _per_map_stats(maps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of each map of one image, over its first axis: ([C...], [C...])."""
+    flat = torch.from_numpy(maps).reshape(maps.shape[0], -1, *maps.shape[3:])
+    return flat.mean(dim=1), flat.std(dim=1).clamp(min=1e-6)
+
+
+def vertex_features(maps: ImageMaps, all_tags: torch.Tensor, all_heats: torch.Tensor,
+                    uv: torch.Tensor, joint: torch.Tensor, score: torch.Tensor,
+                    cfg: GraphConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex features [N, F] and each candidate's own tag [N, D], normalized per ``cfg``,
+    from the raw samples of :func:`sample_maps`."""
+    if cfg.normalization == "per_map":
+        t_mean, t_std = _per_map_stats(maps.tags)  # [K, D]
+        h_mean, h_std = _per_map_stats(maps.heatmaps)  # [K]
+        all_tags = (all_tags - t_mean) / t_std
+        all_heats = (all_heats - h_mean) / h_std
+        score = (score - h_mean[joint]) / h_std[joint]
+    n, k = all_heats.shape
+    own_tag = all_tags[torch.arange(n), joint]
+    size = torch.tensor(maps.heatmaps.shape[1:][::-1], dtype=uv.dtype)
+    f = cfg.features
+    parts = [own_tag if f.tag else None,
+             all_tags.reshape(n, -1) if f.all_tags else None,
+             score.unsqueeze(1) if f.score else None,
+             uv / size if f.position else None,
+             torch.nn.functional.one_hot(joint, k).float() if f.joint_onehot else None,
+             all_heats if f.all_heats else None]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise ValueError("graph.features: every vertex feature is switched off")
+    return torch.cat(parts, dim=1).float(), own_tag
+
+
+def candidate_pairs(pos: torch.Tensor, joint: torch.Tensor, long_side: float,
+                    layout: Layout, cfg: EdgeConfig) -> torch.Tensor:
+    """Unordered pairs [2, M] (i < j) of candidates of different joint types."""
+    n = len(joint)
+    if n < 2:
+        return torch.zeros((2, 0), dtype=torch.long)
+    dist = torch.cdist(pos, pos)
+    allowed = joint.unsqueeze(0) != joint.unsqueeze(1)
+    if cfg.strategy == "skeleton":
+        limbs = torch.from_numpy(layout.limb_matrix())
+        allowed &= limbs[joint][:, joint] > 0
+    if cfg.strategy == "knn":
+        masked = dist.masked_fill(~allowed, float("inf"))
+        k = min(cfg.k, n - 1)
+        near_val, near_idx = masked.topk(k, dim=1, largest=False)
+        chosen = torch.zeros_like(allowed)
+        chosen.scatter_(1, near_idx, torch.isfinite(near_val))
+        allowed = chosen | chosen.T
+    elif cfg.radius > 0:
+        allowed &= dist <= cfg.radius * long_side
+    return torch.triu(allowed, diagonal=1).nonzero().T.contiguous()
+
+
+def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
+                    joint: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
+                    long_side: float, layout: Layout, cfg: EdgeConfig) -> torch.Tensor:
+    """Attributes of directed edges src -> dst: offset, scaled distance, tag difference,
+    heat scores and limb type."""
+    offset = (pos[dst] - pos[src]) / long_side
+    dist = offset.norm(dim=1, keepdim=True)
+    parts = []
+    if cfg.offset:
+        parts.append(offset)
+    if cfg.distance:
+        parts.append(dist)
+    if cfg.tag_diff:
+        parts.append((tag[dst] - tag[src]).abs())
+    if cfg.scores:
+        parts.append(torch.stack([score[src], score[dst]], dim=1))
+    if cfg.limb:
+        limbs = torch.from_numpy(layout.limb_matrix())[joint[src], joint[dst]]
+        parts.append(torch.nn.functional.one_hot(limbs, len(layout.limbs) + 1).float())
+    if not parts:
+        return torch.zeros((len(src), 0))
+    return torch.cat(parts, dim=1).float()
+
+
+def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.ndarray,
+                 sigmas: np.ndarray, threshold: float) -> np.ndarray:
+    """Ground-truth person of each candidate by keypoint similarity, -1 for none.
+
+    ``gt`` is [P, K, 3] in image pixels; similarity as in COCO's OKS:
+    exp(-d^2 / (2 * area * (2 sigma)^2)), only where the joint is labeled.
+    """
+    if len(gt) == 0 or len(joint) == 0:
+        return np.full(len(joint), -1, dtype=np.int64)
+    target = gt[:, joint, :]  # [P, N, 3]
+    d2 = ((target[..., :2] - pos[None]) ** 2).sum(-1)
+    var = (2 * sigmas[joint]) ** 2
+    ks = np.exp(-d2 / (2 * var[None] * (areas[:, None] + np.spacing(1))))
+    ks[target[..., 2] <= 0] = 0.0
+    best = ks.argmax(axis=0)
+    return np.where(ks.max(axis=0) > threshold, best, -1).astype(np.int64)
+
+
+def build_graph(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
+                gt: np.ndarray | None = None, areas: np.ndarray | None = None) -> Data:
+    """The graph of one image. Without ground truth, ``person`` is -1 and ``y`` is 0."""
+    peaks = find_peaks(torch.from_numpy(maps.heatmaps), cfg.candidates)
+    pos = torch.from_numpy(maps.heatmap_to_image(peaks.uv.numpy())).float()
+    all_tags, all_heats = sample_maps(maps, peaks.uv)
+    raw_tag = all_tags[torch.arange(len(peaks.joint)), peaks.joint]
+    x, tag = vertex_features(maps, all_tags, all_heats, peaks.uv, peaks.joint, peaks.score, cfg)
+    hh, wh = maps.heatmaps.shape[1:]
+    corners = maps.heatmap_to_image(np.array([[0.0, 0.0], [wh, hh]]))
+    long_side = float(np.abs(corners[1] - corners[0]).max())
+    pair_index = candidate_pairs(pos, peaks.joint, long_side, layout, cfg.edges)
+    src = torch.cat([pair_index[0], pair_index[1]])
+    dst = torch.cat([pair_index[1], pair_index[0]])
+    edge_attr = edge_attributes(pos, tag, peaks.score, peaks.joint, src, dst, long_side,
+                                layout, cfg.edges)
+    if gt is None:
+        person = torch.full((len(peaks.joint),), -1, dtype=torch.long)
+    else:
+        person = torch.from_numpy(match_people(pos.numpy().astype(np.float64),
+                                               peaks.joint.numpy(), gt, areas,
+                                               layout.sigma_array, cfg.match_threshold))
+    pi, pj = person[pair_index[0]], person[pair_index[1]]
+    y = ((pi == pj) & (pi >= 0)).float()
+    return Data(x=x, edge_index=torch.stack([src, dst]), edge_attr=edge_attr,
+                pair_index=pair_index, y=y, pos=pos, joint=peaks.joint, score=peaks.score,
+                tag=raw_tag, person=person, image_id=torch.tensor([maps.image_id]),
+                num_nodes=len(peaks.joint))
+

@@ -1,0 +1,288 @@
+"""Read and validate a pose-maps dataset (the contract in DESIGN.md).
+
+A dataset is a directory with ``annotations.json`` (COCO keypoints) and
+``maps/<image_id>.npz`` holding ``heatmaps`` [K, Hh, Wh], ``tags`` [K, Ht, Wt] or
+[K, Ht, Wt, D], and optionally ``map_to_image`` [2, 3]. Every problem is reported as a
+:class:`DatasetError` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from posegnn.layouts import Layout, layout_from_category
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS = "annotations.json"
+MAPS_DIR = "maps"
+MAP_ARRAYS = {"heatmaps", "tags"}
+OPTIONAL_ARRAYS = {"map_to_image"}
+# Labeled keypoints may stray this far outside the image (as a fraction of its size):
+# real annotation files hold a few at x = -1 .. -7.
+OUTSIDE_TOLERANCE = 0.05
+
+
+class DatasetError(ValueError):
+    """A dataset file breaks the contract; the message names the file and the problem."""
+
+
+@dataclass
+class ImageMaps:
+    """The network output for one image, with the affine from heatmap to image pixels."""
+
+    image_id: int
+    heatmaps: np.ndarray  # [K, Hh, Wh] float32
+    tags: np.ndarray  # [K, Ht, Wt, D] float32
+    map_to_image: np.ndarray  # [2, 3] float64: image = A @ [u, v, 1]
+
+    def heatmap_to_image(self, uv: np.ndarray) -> np.ndarray:
+        """Map heatmap pixel coordinates [N, 2] to image pixels."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        return uv @ self.map_to_image[:, :2].T + self.map_to_image[:, 2]
+
+    @property
+    def tag_stride(self) -> tuple[float, float]:
+        """Heatmap pixels per tag-map pixel along (x, y)."""
+        return (self.heatmaps.shape[2] / self.tags.shape[2],
+                self.heatmaps.shape[1] / self.tags.shape[1])
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing (a pose-maps dataset needs {ANNOTATIONS})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _unique_ids(items: list, kind: str, path: Path) -> None:
+    seen: set = set()
+    for item in items:
+        if not isinstance(item, dict) or "id" not in item:
+            raise DatasetError(f"{path}: every entry of '{kind}' needs an 'id'")
+        if item["id"] in seen:
+            raise DatasetError(f"{path}: duplicate {kind} id {item['id']}")
+        seen.add(item["id"])
+
+
+class PoseMapsDataset:
+    """A validated pose-maps dataset directory.
+
+    ``require_annotations=False`` accepts a prediction-only dataset that lists images
+    but no annotations. ``sigmas`` is needed only for a layout other than crowdpose14
+    and coco17.
+    """
+
+    def __init__(self, root: str | Path, sigmas: list[float] | None = None,
+                 require_annotations: bool = True, check_maps: bool = True) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: not a directory (expected a pose-maps dataset)")
+        self.ann_path = self.root / ANNOTATIONS
+        raw = _read_json(self.ann_path)
+        self.images, self.category, self.layout = self._read_images_and_layout(raw, sigmas)
+        self.has_annotations = "annotations" in raw
+        if require_annotations and not self.has_annotations:
+            raise DatasetError(f"{self.ann_path}: no 'annotations' list")
+        self.annotations = self._normalize_annotations(raw.get("annotations") or [])
+        self.image_ids = [img["id"] for img in self.images]
+        self._by_image: dict[int, list[dict]] = {i: [] for i in self.image_ids}
+        for ann in self.annotations:
+            self._by_image[ann["image_id"]].append(ann)
+        self._image_index = {img["id"]: img for img in self.images}
+        if check_maps:
+            self._check_map_files()
+
+    # -- annotations ---------------------------------------------------------------------
+    def _read_images_and_layout(self, raw: dict, sigmas) -> tuple[list, dict, Layout]:
+        path = self.ann_path
+        images = raw.get("images")
+        if not isinstance(images, list):
+            raise DatasetError(f"{path}: no 'images' list")
+        _unique_ids(images, "images", path)
+        for img in images:
+            for key in ("width", "height"):
+                if not isinstance(img.get(key), (int, float)) or img[key] <= 0:
+                    raise DatasetError(f"{path}: image {img['id']} has no positive '{key}'")
+            # CrowdPose's official json spells it crowdIndex
+            if "crowd_index" not in img and "crowdIndex" in img:
+                img["crowd_index"] = img.pop("crowdIndex")
+        cats = raw.get("categories")
+        if not isinstance(cats, list) or not cats:
+            raise DatasetError(f"{path}: no 'categories' with keypoint names")
+        category = next((c for c in cats if c.get("keypoints")), None)
+        if category is None:
+            raise DatasetError(f"{path}: no category lists 'keypoints' names")
+        try:
+            layout = layout_from_category(category, sigmas, source=str(path))
+        except ValueError as e:
+            raise DatasetError(str(e)) from None
+        skeleton = category.get("skeleton")
+        if skeleton and layout.name != "custom":
+            expected = sorted(tuple(sorted((a - 1, b - 1))) for a, b in skeleton)
+            if any(max(pair) >= layout.num_joints for pair in expected):
+                warnings.warn(f"{path}: the category's skeleton refers to joints beyond "
+                              f"{layout.num_joints} (COCO's skeleton in a {layout.name} "
+                              "category?); using the layout's own limbs", stacklevel=2)
+        return images, category, layout
+
+    def _normalize_annotations(self, anns: list) -> list[dict]:
+        path, k = self.ann_path, self.layout.num_joints
+        if not isinstance(anns, list):
+            raise DatasetError(f"{path}: 'annotations' must be a list")
+        _unique_ids(anns, "annotations", path)
+        images = {img["id"]: img for img in self.images}
+        out = []
+        for ann in anns:
+            aid = ann["id"]
+            img = images.get(ann.get("image_id"))
+            if img is None:
+                raise DatasetError(f"{path}: annotation {aid} refers to unknown image "
+                                   f"{ann.get('image_id')}")
+            kps = ann.get("keypoints")
+            if not isinstance(kps, list) or len(kps) != 3 * k:
+                n = len(kps) if isinstance(kps, list) else "no"
+                raise DatasetError(f"{path}: annotation {aid} has {n} keypoint values, "
+                                   f"expected 3 * {k} for layout {self.layout.name}")
+            arr = np.asarray(kps, dtype=np.float64).reshape(k, 3)
+            if not np.isfinite(arr).all():
+                raise DatasetError(f"{path}: annotation {aid} has NaN or inf keypoints")
+            v = arr[:, 2]
+            if not np.isin(v, (0, 1, 2)).all():
+                raise DatasetError(f"{path}: annotation {aid} has visibility flags "
+                                   f"{sorted(set(v.tolist()))}; only 0, 1, 2 are allowed")
+            self._check_inside(arr[v > 0, :2], img, aid)
+            bbox = ann.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4):
+                bbox = _bbox_of(arr)
+            area = ann.get("area")
+            if area is None:  # CrowdPose: crowdposetools uses 0.53 * box area
+                area = 0.53 * bbox[2] * bbox[3]
+            out.append({**ann, "keypoints": arr.reshape(-1).tolist(), "bbox": list(bbox),
+                        "area": float(area), "iscrowd": int(ann.get("iscrowd", 0)),
+                        "category_id": ann.get("category_id", self.category.get("id", 1)),
+                        "num_keypoints": int((v > 0).sum())})
+        return out
+
+    def _check_inside(self, xy: np.ndarray, img: dict, aid) -> None:
+        w, h = img["width"], img["height"]
+        lo = -OUTSIDE_TOLERANCE * np.array([w, h])
+        hi = (1 + OUTSIDE_TOLERANCE) * np.array([w, h])
+        bad = (xy < lo) | (xy > hi)
+        if bad.any():
+            x, y = xy[bad.any(axis=1)][0]
+            raise DatasetError(f"{self.ann_path}: annotation {aid} has a labeled keypoint at "
+                               f"({x:g}, {y:g}), outside image {img['id']} of size {w}x{h}")
+
+    def _check_map_files(self) -> None:
+        maps_dir = self.root / MAPS_DIR
+        if not maps_dir.is_dir():
+            raise DatasetError(f"{maps_dir}: missing (one npz of maps per image)")
+        on_disk = {p.stem for p in maps_dir.glob("*.npz")}
+        listed = {str(i) for i in self.image_ids}
+        missing = sorted(listed - on_disk)
+        if missing:
+            raise DatasetError(f"{maps_dir}: no maps for {len(missing)} listed image(s), "
+                               f"e.g. image id {missing[0]} (expected {missing[0]}.npz)")
+        extra = sorted(on_disk - listed)
+        if extra:
+            raise DatasetError(f"{maps_dir}/{extra[0]}.npz: maps for an image that "
+                               f"{ANNOTATIONS} does not list ({len(extra)} such file(s))")
+
+    # -- access --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image(self, image_id: int) -> dict:
+        return self._image_index[image_id]
+
+    def annotations_of(self, image_id: int) -> list[dict]:
+        return self._by_image.get(image_id, [])
+
+    def gt_keypoints(self, image_id: int,
+                     include_crowd: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Ground-truth people of an image: keypoints [P, K, 3] and areas [P]."""
+        anns = [a for a in self.annotations_of(image_id) if include_crowd or not a["iscrowd"]]
+        k = self.layout.num_joints
+        kps = np.asarray([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, k, 3)
+        return kps, np.asarray([a["area"] for a in anns], dtype=np.float64)
+
+    def coco_dict(self, image_ids: list[int] | None = None) -> dict:
+        """The normalized COCO ground truth (optionally for a subset of images)."""
+        keep = set(self.image_ids if image_ids is None else image_ids)
+        return {
+            "images": [img for img in self.images if img["id"] in keep],
+            "annotations": [a for a in self.annotations if a["image_id"] in keep],
+            "categories": [{**self.category, "skeleton": [[a + 1, b + 1] for a, b in
+                                                          self.layout.limbs]}],
+        }
+
+    def maps_path(self, image_id: int) -> Path:
+        return self.root / MAPS_DIR / f"{image_id}.npz"
+
+    def load_maps(self, image_id: int) -> ImageMaps:
+        """Load and validate the maps of one image."""
+        return read_maps(self.maps_path(image_id), self.image(image_id), self.layout.num_joints)
+
+
+def _bbox_of(kps: np.ndarray) -> list[float]:
+    xy = kps[kps[:, 2] > 0, :2]
+    if not len(xy):
+        return [0.0, 0.0, 0.0, 0.0]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    return [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
+
+
+def read_maps(path: Path, image: dict, num_joints: int) -> ImageMaps:
+    """Read one ``maps/<id>.npz`` and check names, ranks, K, dtype and finiteness."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            missing, extra = MAP_ARRAYS - names, names - MAP_ARRAYS - OPTIONAL_ARRAYS
+            if missing or extra:
+                raise DatasetError(f"{path}: arrays {sorted(names)}; "
+                                   f"missing {sorted(missing)}, unexpected {sorted(extra)}")
+            arrays = {name: npz[name] for name in names}
+    except DatasetError:
+        raise
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DatasetError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
+    heat, tags = arrays["heatmaps"], arrays["tags"]
+    for name, arr, ranks in (("heatmaps", heat, (3,)), ("tags", tags, (3, 4))):
+        if arr.ndim not in ranks:
+            raise DatasetError(f"{path}: '{name}' has rank {arr.ndim} {arr.shape}, expected "
+                               f"{' or '.join(str(r) for r in ranks)}")
+        if arr.dtype not in (np.float16, np.float32, np.float64):
+            raise DatasetError(f"{path}: '{name}' has dtype {arr.dtype}, expected float16/32")
+        if arr.shape[0] != num_joints:
+            raise DatasetError(f"{path}: '{name}' has K={arr.shape[0]} maps but the "
+                               f"annotations name {num_joints} keypoints")
+        if not np.isfinite(arr).all():
+            raise DatasetError(f"{path}: '{name}' contains NaN or inf "
+                               f"({int((~np.isfinite(arr)).sum())} values)")
+    if tags.ndim == 3:
+        tags = tags[..., None]
+    affine = arrays.get("map_to_image")
+    if affine is None:
+        affine = np.array([[image["width"] / heat.shape[2], 0.0, 0.0],
+                           [0.0, image["height"] / heat.shape[1], 0.0]])
+    elif affine.shape != (2, 3) or not np.isfinite(affine).all():
+        raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine, got "
+                           f"shape {affine.shape}")
+    return ImageMaps(int(image["id"]), heat.astype(np.float32), tags.astype(np.float32),
+                     np.asarray(affine, dtype=np.float64))

@@ -1,0 +1,101 @@
+"""Associative-embedding grouping (Newell et al. 2017; HigherHRNet's ``HeatmapParser``).
+
+Joint types are visited in ``ae_order``. The candidates of the first type found each
+start a person. For every later type, candidates are matched to the existing people by
+an optimal assignment on the cost ``round(|tag - mean tag of person|) * 100 - heat``
+(or the plain distance when ``use_detection_val`` is off). A matched pair whose tag
+distance is not below ``tag_threshold`` is rejected, and every rejected or unmatched
+candidate starts a new person. Tags may be D-dimensional (L2 distance).
+
+Like HigherHRNet, only candidates with heat above ``detection_threshold`` are used, at
+most ``max_people`` per joint type (the highest), and only the first ``max_people``
+people are offered to the assignment; with ``ignore_too_much`` a joint type is skipped
+once ``max_people`` people exist. HigherHRNet's heatmap refinement (filling missing
+joints from the maps) is not part of this step: it needs the maps, not candidates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from posegnn.grouping.base import Grouping, people_from_assignment
+from posegnn.layouts import Layout
+from posegnn.types import Candidates, People
+
+UNMATCHED_COST = 1e10
+
+
+class AEGrouping(Grouping):
+    """Associative-embedding grouping on candidate tags; needs ``layout`` or ``num_joints``.
+
+    ``ae_order`` defaults to the layout's (or 0..K-1 without a layout). Person score: mean
+    heat over all K joints, missing joints counting 0 (HigherHRNet without refinement).
+    """
+
+    name = "ae"
+
+    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
+                 ae_order: tuple[int, ...] | list[int] | None = None, tag_threshold: float = 1.0,
+                 max_people: int = 30, detection_threshold: float = 0.1,
+                 use_detection_val: bool = True, ignore_too_much: bool = False,
+                 min_keypoints: int = 1) -> None:
+        super().__init__(layout, num_joints, min_keypoints)
+        if ae_order is None:
+            ae_order = self.layout.ae_order if self.layout else range(self.num_joints)
+        self.ae_order = tuple(int(j) for j in ae_order)
+        if sorted(self.ae_order) != list(range(self.num_joints)):
+            raise ValueError(f"ae_order {self.ae_order} is not a permutation of 0..{self.num_joints - 1}")
+        self.tag_threshold = float(tag_threshold)
+        self.max_people = int(max_people)
+        self.detection_threshold = float(detection_threshold)
+        self.use_detection_val = bool(use_detection_val)
+        self.ignore_too_much = bool(ignore_too_much)
+
+    def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
+               prob: np.ndarray | None, person: np.ndarray | None) -> People:
+        assignment = np.full(len(cands), -1, np.int64)
+        tag_sums: list[np.ndarray] = []  # per person: sum of member tags
+        counts: list[int] = []
+        for joint in self.ae_order:
+            idx = self._joint_candidates(cands, joint)
+            if len(idx) == 0:
+                continue
+            if not tag_sums:
+                matched = np.full(len(idx), -1, np.int64)
+            elif self.ignore_too_much and len(tag_sums) >= self.max_people:
+                continue
+            else:
+                grouped = min(len(tag_sums), self.max_people)
+                means = np.stack(tag_sums[:grouped]) / np.asarray(counts[:grouped])[:, None]
+                matched = self._match(cands.tag[idx], cands.score[idx], means)
+            for cand, who in zip(idx, matched, strict=True):
+                if who < 0:
+                    who = len(tag_sums)
+                    tag_sums.append(np.zeros(cands.tag.shape[1], np.float64))
+                    counts.append(0)
+                assignment[cand] = who
+                tag_sums[who] += cands.tag[cand]
+                counts[who] += 1
+        return people_from_assignment(cands, assignment, self.num_joints, self.min_keypoints)
+
+    def _joint_candidates(self, cands: Candidates, joint: int) -> np.ndarray:
+        """Indices of the usable candidates of one joint type, highest heat first."""
+        idx = np.flatnonzero((cands.joint == joint) & (cands.score > self.detection_threshold))
+        idx = idx[np.argsort(-cands.score[idx], kind="stable")]
+        return idx[: self.max_people]
+
+    def _match(self, tags: np.ndarray, heat: np.ndarray, means: np.ndarray) -> np.ndarray:
+        """Person index per candidate, -1 where it must start a new person."""
+        dist = np.linalg.norm(tags[:, None, :] - means[None, :, :], axis=2)
+        cost = np.round(dist) * 100 - heat[:, None] if self.use_detection_val else dist.copy()
+        n_cand, n_people = cost.shape
+        if n_cand > n_people:  # pad so every candidate gets a column, as HigherHRNet does
+            cost = np.hstack([cost, np.full((n_cand, n_cand - n_people), UNMATCHED_COST)])
+        rows, cols = linear_sum_assignment(cost)
+        matched = np.full(n_cand, -1, np.int64)
+        ok = cols < n_people
+        rows, cols = rows[ok], cols[ok]
+        ok = dist[rows, cols] < self.tag_threshold
+        matched[rows[ok]] = cols[ok]
+        return matched
