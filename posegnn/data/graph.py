@@ -182,32 +182,59 @@ def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.n
     return np.where(ks.max(axis=0) > threshold, best, -1).astype(np.int64)
 
 
-def build_graph(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
-                gt: np.ndarray | None = None, areas: np.ndarray | None = None) -> Data:
-    """The graph of one image. Without ground truth, ``person`` is -1 and ``y`` is 0."""
+def build_vertices(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
+                   gt: np.ndarray | None = None, areas: np.ndarray | None = None) -> Data:
+    """The vertices of one image's graph: candidates, features and matched people.
+
+    This is the costly part (reading and searching the maps) and what the cache holds;
+    :func:`add_edges` derives pairs, edges and labels from it. Without ground truth,
+    ``person`` is -1 for every candidate.
+    """
     peaks = find_peaks(torch.from_numpy(maps.heatmaps), cfg.candidates)
+    n = len(peaks.joint)
     pos = torch.from_numpy(maps.heatmap_to_image(peaks.uv.numpy())).float()
     all_tags, all_heats = sample_maps(maps, peaks.uv)
-    raw_tag = all_tags[torch.arange(len(peaks.joint)), peaks.joint]
-    x, tag = vertex_features(maps, all_tags, all_heats, peaks.uv, peaks.joint, peaks.score, cfg)
+    x, feat_tag = vertex_features(maps, all_tags, all_heats, peaks.uv, peaks.joint,
+                                  peaks.score, cfg)
     hh, wh = maps.heatmaps.shape[1:]
     corners = maps.heatmap_to_image(np.array([[0.0, 0.0], [wh, hh]]))
     long_side = float(np.abs(corners[1] - corners[0]).max())
-    pair_index = candidate_pairs(pos, peaks.joint, long_side, layout, cfg.edges)
-    src = torch.cat([pair_index[0], pair_index[1]])
-    dst = torch.cat([pair_index[1], pair_index[0]])
-    edge_attr = edge_attributes(pos, tag, peaks.score, peaks.joint, src, dst, long_side,
-                                layout, cfg.edges)
     if gt is None:
-        person = torch.full((len(peaks.joint),), -1, dtype=torch.long)
+        person = torch.full((n,), -1, dtype=torch.long)
     else:
         person = torch.from_numpy(match_people(pos.numpy().astype(np.float64),
                                                peaks.joint.numpy(), gt, areas,
                                                layout.sigma_array, cfg.match_threshold))
-    pi, pj = person[pair_index[0]], person[pair_index[1]]
-    y = ((pi == pj) & (pi >= 0)).float()
-    return Data(x=x, edge_index=torch.stack([src, dst]), edge_attr=edge_attr,
-                pair_index=pair_index, y=y, pos=pos, joint=peaks.joint, score=peaks.score,
-                tag=raw_tag, person=person, image_id=torch.tensor([maps.image_id]),
-                num_nodes=len(peaks.joint))
+    return Data(x=x, pos=pos, joint=peaks.joint, score=peaks.score,
+                tag=all_tags[torch.arange(n), peaks.joint], feat_tag=feat_tag, person=person,
+                image_id=torch.tensor([maps.image_id]), long_side=torch.tensor([long_side]),
+                num_nodes=n)
+
+
+class AddEdges:
+    """PyG transform: scored pairs, message-passing edges, edge attributes and labels.
+
+    Adds ``pair_index`` [2, M] (each unordered pair once), ``edge_index`` [2, 2M] (both
+    directions), ``edge_attr``, ``pair_attr``/``pair_attr_rev`` (the attributes of each
+    pair's two directions) and ``y`` [M].
+    """
+
+    def __init__(self, layout: Layout, cfg: EdgeConfig) -> None:
+        self.layout, self.cfg = layout, cfg
+
+    def __call__(self, data: Data) -> Data:
+        data = data.clone()
+        long_side = float(data.long_side)
+        pairs = candidate_pairs(data.pos, data.joint, long_side, self.layout, self.cfg)
+        src = torch.cat([pairs[0], pairs[1]])
+        dst = torch.cat([pairs[1], pairs[0]])
+        data.pair_index = pairs
+        data.edge_index = torch.stack([src, dst])
+        data.edge_attr = edge_attributes(data.pos, data.feat_tag, data.score, data.joint,
+                                         src, dst, long_side, self.layout, self.cfg)
+        m = pairs.shape[1]
+        data.pair_attr, data.pair_attr_rev = data.edge_attr[:m], data.edge_attr[m:]
+        pi, pj = data.person[pairs[0]], data.person[pairs[1]]
+        data.y = ((pi == pj) & (pi >= 0)).float()
+        return data
 

@@ -45,7 +45,8 @@ class AEGrouping(Grouping):
             ae_order = self.layout.ae_order if self.layout else range(self.num_joints)
         self.ae_order = tuple(int(j) for j in ae_order)
         if sorted(self.ae_order) != list(range(self.num_joints)):
-            raise ValueError(f"ae_order {self.ae_order} is not a permutation of 0..{self.num_joints - 1}")
+            raise ValueError(
+                f"ae_order {self.ae_order} is not a permutation of 0..{self.num_joints - 1}")
         self.tag_threshold = float(tag_threshold)
         self.max_people = int(max_people)
         self.detection_threshold = float(detection_threshold)

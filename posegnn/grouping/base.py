@@ -17,7 +17,8 @@ from posegnn.layouts import Layout, get_layout
 from posegnn.types import Candidates, People
 
 
-def resolve_layout(layout: Layout | str | None, num_joints: int | None) -> tuple[Layout | None, int]:
+def resolve_layout(layout: Layout | str | None,
+                   num_joints: int | None) -> tuple[Layout | None, int]:
     """Return ``(layout, num_joints)`` from either argument; one of them is required."""
     if isinstance(layout, str):
         layout = get_layout(layout)

@@ -1,0 +1,87 @@
+"""Build, key and store the vertex graphs of a dataset split, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
+
+from posegnn.data.graph import GraphConfig, build_vertices
+from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, PoseMapsDataset
+
+# Bump when the stored graph format changes: old caches are then never read.
+CACHE_FORMAT = 1
+
+
+def dataset_fingerprint(root: Path) -> str:
+    """Identity of a dataset directory: its annotations' content and its map files'
+    names, sizes and modification times."""
+    h = hashlib.sha256()
+    h.update((root / ANNOTATIONS).read_bytes())
+    for path in sorted((root / MAPS_DIR).glob("*.npz")):
+        st = path.stat()
+        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def cache_key(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig) -> str:
+    """Key covering the data's identity, the chosen images and every vertex setting.
+
+    Edge settings are not part of it: edges are derived from the cached vertices when
+    graphs are loaded (:class:`posegnn.data.graph.AddEdges`).
+    """
+    settings = cfg.to_dict()
+    settings.pop("edges")
+    payload = json.dumps({"format": CACHE_FORMAT, "data": dataset_fingerprint(dataset.root),
+                          "images": image_ids, "graph": settings}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                 desc: str = "graphs", progress: bool = True) -> list[Data]:
+    """Vertex graphs of the given images, with ground truth where the dataset has it."""
+    graphs = []
+    for image_id in tqdm(image_ids, desc=desc, disable=not progress, unit="img"):
+        gt = areas = None
+        if dataset.has_annotations:
+            gt, areas = dataset.gt_keypoints(image_id)
+        graphs.append(build_vertices(dataset.load_maps(image_id), dataset.layout, cfg, gt, areas))
+    return graphs
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write ``obj`` to ``path`` through a temporary file, so no half-written file remains."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                  cache_dir: Path, split: str, progress: bool = True) -> Path:
+    """Path of the split's cached graphs, building them first when missing."""
+    path = Path(cache_dir) / f"{split}-{cache_key(dataset, image_ids, cfg)}.pt"
+    if not path.exists():
+        graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",
+                              progress=progress)
+        atomic_torch_save({"format": CACHE_FORMAT, "graphs": graphs}, path)
+    return path
+
+
+def load_graphs(path: Path) -> list[Data]:
+    """Read graphs written by :func:`cached_graphs` (our own files: full unpickling)."""
+    blob = torch.load(path, weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path}: not a graph cache of format {CACHE_FORMAT}; delete it")
+    return blob["graphs"]

@@ -1,0 +1,244 @@
+"""The LightningDataModule: datasets in, cached graphs out, PyG loaders on top."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from posegnn.data.cache import cached_graphs, load_graphs
+from posegnn.data.graph import AddEdges, GraphConfig
+from posegnn.data.maps import PoseMapsDataset
+from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SyntheticSplits:
+    """The synthetic world of ``data=synthetic``: one generated dataset per split."""
+
+    num_train: int = 300
+    num_val: int = 60
+    num_test: int = 120
+    seed: int = 0
+    crowd: str = "mixed"
+    layout: str = "crowdpose14"
+    poses: str | None = None  # draw people from this COCO keypoint file (split by image)
+    noise: DetectorNoise = field(default_factory=DetectorNoise)
+
+
+@dataclass
+class DataConfig:
+    """Where graphs come from (``kind``), where they are cached, and how they are loaded."""
+
+    kind: str = "synthetic"  # synthetic | maps
+    root: str = "outputs/data"  # generated datasets live here
+    cache_dir: str = "outputs/cache"
+    synthetic: SyntheticSplits = field(default_factory=SyntheticSplits)
+    train: str | None = None  # kind=maps: dataset directories
+    val: str | None = None
+    test: str | None = None
+    val_fraction: float = 0.1  # of train, when there is no val dataset
+    split_seed: int = 0
+    sigmas: list[float] | None = None  # for a layout other than crowdpose14 / coco17
+    batch_size: int = 8
+    num_workers: int = 0
+
+
+class GraphList(Dataset):
+    """Cached vertex graphs with edges added on access."""
+
+    def __init__(self, graphs: list[Data], transform: AddEdges) -> None:
+        self.graphs, self.transform = graphs, transform
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, i: int) -> Data:
+        return self.transform(self.graphs[i])
+
+
+def _to_dataclass(cls, value):
+    return value if isinstance(value, cls) else cls(**dict(value or {}))
+
+
+def _split_ids(ids: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split image ids into (kept, held out) deterministically."""
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_out = max(1, round(fraction * len(ids))) if len(ids) > 1 else 0
+    held = sorted(ids[i] for i in order[:n_out])
+    held_set = set(held)
+    return [i for i in ids if i not in held_set], held
+
+
+class PoseGraphDataModule(L.LightningDataModule):
+    """Graphs of keypoint candidates for training and evaluating edge classifiers.
+
+    ``data.kind=synthetic`` generates train/val/test datasets under ``data.root`` when
+    missing; ``data.kind=maps`` reads the ``data.train/val/test`` directories (val split
+    off train when absent). ``prepare_data`` builds and caches graphs; ``setup`` loads
+    them and computes the training split's feature statistics.
+    """
+
+    def __init__(self, data: DataConfig | dict, graph: GraphConfig | dict,
+                 progress: bool = True) -> None:
+        super().__init__()
+        self.cfg = _to_dataclass(DataConfig, data)
+        if isinstance(self.cfg.synthetic, dict):
+            syn = dict(self.cfg.synthetic)
+            syn["noise"] = _to_dataclass(DetectorNoise, syn.get("noise"))
+            self.cfg.synthetic = SyntheticSplits(**syn)
+        self.graph_cfg = _to_dataclass(GraphConfig, graph)
+        self.progress = progress
+        self._sources: dict[str, tuple[PoseMapsDataset, list[int]]] = {}
+        self.graphs: dict[str, list[Data]] = {}
+        self.feature_mean: torch.Tensor | None = None
+        self.feature_std: torch.Tensor | None = None
+
+    # -- where each split comes from ------------------------------------------------------
+    def _synthetic_dir(self, split: str) -> Path:
+        syn = self.cfg.synthetic
+        n = {"train": syn.num_train, "val": syn.num_val, "test": syn.num_test}[split]
+        offset = SPLITS.index(split)
+        spec = SyntheticConfig(num_images=n, seed=syn.seed * 1000 + offset, crowd=syn.crowd,
+                               layout=syn.layout, poses=syn.poses, noise=syn.noise)
+        ids = self._pose_file_split(split) if syn.poses else None
+        if ids is not None:
+            spec.seed = syn.seed  # one detector world; the images differ per split
+        key = hashlib.sha256(json.dumps([asdict(spec), ids], sort_keys=True, default=str)
+                             .encode()).hexdigest()[:12]
+        out = Path(self.cfg.root) / f"synthetic-{split}-{key}"
+        if not out.exists():
+            log.info("generating the synthetic %s split in %s", split, out)
+            generate_dataset(out, spec, progress=self.progress, image_ids=ids)
+        return out
+
+    def _pose_file_split(self, split: str) -> list[int]:
+        """Image ids of a split of the poses file: test first, then val, then train."""
+        syn = self.cfg.synthetic
+        with open(syn.poses, encoding="utf-8") as f:
+            ids = [int(img["id"]) for img in json.load(f)["images"]]
+        order = [ids[i] for i in np.random.default_rng(self.cfg.split_seed).permutation(len(ids))]
+        bounds = {"test": (0, syn.num_test), "val": (syn.num_test, syn.num_test + syn.num_val),
+                  "train": (syn.num_test + syn.num_val,
+                            syn.num_test + syn.num_val + syn.num_train)}[split]
+        chosen = order[bounds[0]:bounds[1]]
+        if not chosen:
+            raise ValueError(f"{syn.poses}: {len(ids)} images leave none for the {split} split")
+        return sorted(chosen)
+
+    def source(self, split: str) -> tuple[PoseMapsDataset, list[int]]:
+        """The dataset and image ids of a split."""
+        if split in self._sources:
+            return self._sources[split]
+        if self.cfg.kind == "synthetic":
+            ds = PoseMapsDataset(self._synthetic_dir(split), sigmas=self.cfg.sigmas)
+            self._sources[split] = (ds, list(ds.image_ids))
+        elif self.cfg.kind == "maps":
+            self._sources[split] = self._maps_source(split)
+        else:
+            raise ValueError(f"data.kind must be 'synthetic' or 'maps', got {self.cfg.kind!r}")
+        return self._sources[split]
+
+    def _maps_source(self, split: str) -> tuple[PoseMapsDataset, list[int]]:
+        path = getattr(self.cfg, split)
+        if split == "val" and path is None and self.cfg.train is not None:
+            ds = self._open(self.cfg.train)
+            return ds, _split_ids(ds.image_ids, self.cfg.val_fraction, self.cfg.split_seed)[1]
+        if path is None:
+            raise ValueError(f"data.{split} is not set: give a pose-maps dataset directory "
+                             f"(data=maps data.{split}=DIR)")
+        ds = self._open(path)
+        ids = list(ds.image_ids)
+        if split == "train" and self.cfg.val is None:
+            ids = _split_ids(ids, self.cfg.val_fraction, self.cfg.split_seed)[0]
+        return ds, ids
+
+    def _open(self, path: str) -> PoseMapsDataset:
+        return PoseMapsDataset(path, sigmas=self.cfg.sigmas)
+
+    def stages_splits(self, stage: str | None) -> tuple[str, ...]:
+        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                None: SPLITS}.get(stage, ())
+
+    # -- Lightning hooks ------------------------------------------------------------------
+    def _cache_path(self, split: str) -> Path:
+        ds, ids = self.source(split)
+        return cached_graphs(ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split,
+                             progress=self.progress)
+
+    def prepare_data(self) -> None:
+        for split in self._needed_splits():
+            self._cache_path(split)
+
+    def _needed_splits(self) -> tuple[str, ...]:
+        if self.cfg.kind == "maps" and self.cfg.test is None:
+            return ("train", "val")
+        if self.cfg.kind == "maps" and self.cfg.train is None:
+            return ("test",)
+        return SPLITS
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self.stages_splits(stage):
+            if split not in self.graphs and split in self._needed_splits():
+                self.graphs[split] = load_graphs(self._cache_path(split))
+        if "train" in self.graphs and self.feature_mean is None:
+            x = torch.cat([g.x for g in self.graphs["train"]])
+            if len(x) == 0:
+                raise ValueError("the training split has no keypoint candidates at all; "
+                                 "lower graph.candidates.threshold")
+            self.feature_mean, self.feature_std = x.mean(0), x.std(0).clamp(min=1e-6)
+
+    @property
+    def layout(self):
+        return self.source(self._needed_splits()[0])[0].layout
+
+    @property
+    def edges(self) -> AddEdges:
+        return AddEdges(self.layout, self.graph_cfg.edges)
+
+    def dims(self) -> tuple[int, int]:
+        """(vertex feature width, edge attribute width) of the built graphs."""
+        split = next(iter(self.graphs))
+        sample = self.edges(self.graphs[split][0])
+        return sample.x.shape[1], sample.edge_attr.shape[1]
+
+    def dataset(self, split: str) -> GraphList:
+        if split not in self.graphs:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        return GraphList(self.graphs[split], self.edges)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.cfg.batch_size, shuffle=shuffle,
+                          num_workers=self.cfg.num_workers,
+                          persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def label_balance(self, split: str = "train") -> dict[str, float]:
+        """Share of positive pairs and of candidates matched to a person."""
+        data = self.dataset(split)
+        pos = sum(float(data[i].y.sum()) for i in range(len(data)))
+        pairs = sum(int(data[i].y.numel()) for i in range(len(data)))
+        matched = sum(int((g.person >= 0).sum()) for g in data.graphs)
+        nodes = sum(g.num_nodes for g in data.graphs)
+        return {"positive_pairs": pos / max(pairs, 1), "pairs": pairs,
+                "matched_candidates": matched / max(nodes, 1), "candidates": nodes}

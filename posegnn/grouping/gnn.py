@@ -1,0 +1,278 @@
+"""Decode people from same-person pair probabilities (the learned grouping's last step).
+
+Both decoders respect one constraint: a person holds at most one candidate per joint type.
+
+``greedy``: agglomerative clustering. Pairs are visited by descending probability; the
+two clusters of a pair are merged when they share no joint type and their linkage (mean,
+min or max of the observed probabilities over all cross pairs) exceeds ``threshold``.
+
+``local_moves`` (default): correlation clustering. The objective is the sum, over pairs
+inside one person, of the log-odds ``w = logit(p) - logit(threshold)``; a pair adds
+when it is more likely than ``threshold`` to be together, and costs otherwise. Greedy
+decisions are final, so one early wrong merge (a wrist attached to the wrong arm) blocks
+the right one forever: the joint slot is taken. Starting from the greedy result, the
+decoder applies the best of these moves while it raises the objective (Kernighan-Lin
+style, as in the local search of correlation-clustering / multicut solvers): move one
+candidate to another person or to a new person; move it into a person whose slot of its
+joint type is taken, the occupant going to a new person or swapping into the mover's
+old person; merge two persons with disjoint joint types. Every applied move raises the
+objective strictly, so the result is never worse than greedy and the search ends.
+
+Pairs absent from ``pair_index`` carry no evidence by default (log-odds 0, left out of
+the linkage); ``unknown_prob`` gives them a probability instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from posegnn.grouping.base import Grouping, heat_score, people_from_assignment
+from posegnn.layouts import Layout
+from posegnn.types import Candidates, People
+
+EPS_PROB = 1e-6
+LINKAGES = ("mean", "min", "max")
+DECODERS = ("greedy", "local_moves")
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    """Log-odds with probabilities clipped away from 0 and 1."""
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS_PROB, 1 - EPS_PROB)
+    return np.log(p) - np.log1p(-p)
+
+
+def dense_probabilities(n: int, pair_index: np.ndarray, prob: np.ndarray,
+                        unknown_prob: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric [N, N] probabilities and a mask of the pairs with evidence."""
+    pair_index = np.asarray(pair_index, dtype=np.int64).reshape(2, -1)
+    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
+    if prob.shape[0] != pair_index.shape[1]:
+        raise ValueError(f"{prob.shape[0]} probabilities for {pair_index.shape[1]} pairs")
+    if pair_index.size and (pair_index.min() < 0 or pair_index.max() >= n):
+        raise ValueError(f"pair_index outside 0..{n - 1}")
+    fill = 0.5 if unknown_prob is None else float(unknown_prob)
+    p = np.full((n, n), fill)
+    known = np.zeros((n, n), bool) if unknown_prob is None else np.ones((n, n), bool)
+    i, j = pair_index
+    p[i, j] = p[j, i] = prob
+    known[i, j] = known[j, i] = True
+    np.fill_diagonal(known, False)
+    return p, known
+
+
+def pair_weights(p: np.ndarray, known: np.ndarray, joint: np.ndarray,
+                 threshold: float = 0.5) -> np.ndarray:
+    """Log-odds weights relative to ``threshold``; 0 without evidence or for equal types."""
+    w = logit(p) - logit(threshold)
+    w[~known | (joint[:, None] == joint[None, :])] = 0.0
+    return w
+
+
+def objective(weights: np.ndarray, labels: np.ndarray) -> float:
+    """Sum of weights over pairs inside one cluster (label -1 is never a cluster)."""
+    same = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+    return float(np.triu(np.where(same, weights, 0.0), 1).sum())
+
+
+def greedy_decode(p: np.ndarray, known: np.ndarray, joint: np.ndarray,
+                  threshold: float = 0.5, linkage: str = "mean") -> np.ndarray:
+    """Agglomerative clustering with the joint-type constraint; returns a label per vertex."""
+    n = len(joint)
+    link_sum = np.where(known, p, 0.0)
+    link_cnt = known.astype(np.float64)
+    link_min = np.where(known, p, np.inf)
+    link_max = np.where(known, p, -np.inf)
+    labels = np.arange(n)
+    types = [1 << int(j) for j in joint]
+    i, j = np.nonzero(np.triu(known & (p > threshold) & (joint[:, None] != joint[None, :]), 1))
+    for e in np.lexsort((j, i, -p[i, j])):
+        a, b = labels[i[e]], labels[j[e]]
+        if a == b or types[a] & types[b]:
+            continue
+        if linkage == "mean":
+            link = link_sum[a, b] / link_cnt[a, b]
+        else:
+            link = link_min[a, b] if linkage == "min" else link_max[a, b]
+        if link <= threshold:
+            continue
+        a, b = min(a, b), max(a, b)
+        link_sum[a] += link_sum[b]
+        link_cnt[a] += link_cnt[b]
+        np.minimum(link_min[a], link_min[b], out=link_min[a])
+        np.maximum(link_max[a], link_max[b], out=link_max[a])
+        for m in (link_sum, link_cnt, link_min, link_max):
+            m[:, a] = m[a]
+        types[a] |= types[b]
+        labels[labels == b] = a
+    return labels
+
+
+class _Clusters:
+    """Clusters in N fixed slots, with A[v, c] = sum of weights from v to members of c."""
+
+    def __init__(self, weights: np.ndarray, joint: np.ndarray, labels: np.ndarray) -> None:
+        n = len(joint)
+        self.w, self.joint = weights, joint
+        self.labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+        onehot = np.zeros((n, n))
+        onehot[np.arange(n), self.labels] = 1.0
+        self.a = weights @ onehot
+        self.size = onehot.sum(axis=0).astype(np.int64)
+        self.slot = np.full((n, int(joint.max()) + 1), -1, np.int64)
+        self.slot[self.labels, joint] = np.arange(n)
+
+    def move(self, v: int, to: int) -> None:
+        old = self.labels[v]
+        self.a[:, old] -= self.w[:, v]
+        self.a[:, to] += self.w[:, v]
+        self.size[old] -= 1
+        self.size[to] += 1
+        self.slot[old, self.joint[v]] = -1
+        self.slot[to, self.joint[v]] = v
+        self.labels[v] = to
+
+    def empty_slot(self) -> int:
+        return int(np.flatnonzero(self.size == 0)[0])
+
+
+def _vertex_move_gains(c: _Clusters, act: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Gains [N, M] of moving v into active cluster act[m]: plain, displace and swap."""
+    n = len(c.joint)
+    rows = np.arange(n)[:, None]
+    cv = c.labels[:, None]
+    a_cur = c.a[rows, cv]
+    a_to = c.a[:, act]
+    occupant = c.slot[act][:, c.joint].T  # [N, M]: vertex holding v's joint type in act[m]
+    free = occupant < 0
+    other = act[None, :] != cv
+    u = np.where(free, 0, occupant)
+    w_vu = c.w[rows, u]
+    plain = np.where(free & other, a_to - a_cur, -np.inf)
+    displace = a_to - w_vu - a_cur - c.a[u, act[None, :]]
+    swap = displace + c.a[u, cv] - w_vu
+    taken = ~free & other
+    return plain, np.where(taken, displace, -np.inf), np.where(taken, swap, -np.inf)
+
+
+def _best_move(c: _Clusters) -> tuple[float, str, int, int]:
+    """The best move as (gain, kind, vertex or cluster, target cluster index)."""
+    act = np.flatnonzero(c.size > 0)
+    plain, displace, swap = _vertex_move_gains(c, act)
+    a_cur = c.a[np.arange(len(c.labels)), c.labels]
+    new = np.where(c.size[c.labels] > 1, -a_cur, -np.inf)
+    order = np.argsort(c.labels, kind="stable")
+    starts = np.searchsorted(c.labels[order], act)
+    between = np.add.reduceat(c.a[order][:, act], starts, axis=0)  # [M, M] cluster sums
+    has = (c.slot[act] >= 0).astype(np.int64)
+    merge = np.where(np.triu((has @ has.T) == 0, 1), between, -np.inf)
+    options = [("move", plain), ("displace", displace), ("swap", swap), ("merge", merge),
+               ("new", new[:, None])]
+    best = (0.0, "", -1, -1)
+    for kind, gains in options:
+        if gains.size == 0:
+            continue
+        k = int(np.argmax(gains))
+        g = float(gains.flat[k])
+        if g > best[0]:
+            r, m = np.unravel_index(k, gains.shape)
+            best = (g, kind, int(r), int(m))
+    if best[1] == "merge":
+        best = (best[0], "merge", int(act[best[2]]), int(act[best[3]]))
+    elif best[1] in ("move", "displace", "swap"):
+        best = (best[0], best[1], best[2], int(act[best[3]]))
+    return best
+
+
+def _apply(c: _Clusters, kind: str, r: int, to: int) -> None:
+    if kind == "merge":
+        for v in np.flatnonzero(c.labels == to):
+            c.move(int(v), r)
+    elif kind == "new":
+        c.move(r, c.empty_slot())
+    elif kind == "move":
+        c.move(r, to)
+    else:  # displace or swap
+        old = int(c.labels[r])
+        u = int(c.slot[to, c.joint[r]])
+        c.move(u, c.empty_slot())  # free the slot first (keeps one vertex per type)
+        c.move(r, to)
+        if kind == "swap":
+            c.move(u, old)
+
+
+def local_moves_decode(weights: np.ndarray, joint: np.ndarray, labels: np.ndarray,
+                       max_moves: int | None = None, tol: float = 1e-9) -> np.ndarray:
+    """Improve a valid clustering by single-vertex, swap and merge moves (see module doc)."""
+    n = len(joint)
+    if n == 0:
+        return labels.copy()
+    c = _Clusters(weights, joint, labels)
+    for _ in range(10 * n + 100 if max_moves is None else int(max_moves)):
+        gain, kind, r, to = _best_move(c)
+        if gain <= tol:
+            break
+        _apply(c, kind, r, to)
+    return c.labels.copy()
+
+
+class GNNGrouping(Grouping):
+    """People from same-person probabilities (``pair_index`` [2, M], ``prob`` [M]).
+
+    Person score: mean heat over all K joints (missing count 0) times the mean observed
+    probability of the person's internal pairs (1 for a single candidate) when
+    ``score="heat_x_prob"``, the heat term alone with ``score="heat"``.
+    """
+
+    name = "gnn"
+
+    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
+                 threshold: float = 0.5, decoder: str = "local_moves", linkage: str = "mean",
+                 unknown_prob: float | None = None, min_keypoints: int = 1,
+                 score: str = "heat_x_prob", max_moves: int | None = None) -> None:
+        super().__init__(layout, num_joints, min_keypoints)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r}: choose one of {DECODERS}")
+        if linkage not in LINKAGES:
+            raise ValueError(f"linkage {linkage!r}: choose one of {LINKAGES}")
+        if score not in ("heat_x_prob", "heat"):
+            raise ValueError(f"score {score!r}: choose 'heat_x_prob' or 'heat'")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold {threshold} must lie strictly between 0 and 1")
+        self.threshold = float(threshold)
+        self.decoder = decoder
+        self.linkage = linkage
+        self.unknown_prob = None if unknown_prob is None else float(unknown_prob)
+        self.score = score
+        self.max_moves = max_moves
+
+    def decode(self, p: np.ndarray, known: np.ndarray, joint: np.ndarray) -> np.ndarray:
+        """Cluster label per candidate from dense probabilities."""
+        labels = greedy_decode(p, known, joint, self.threshold, self.linkage)
+        if self.decoder == "local_moves":
+            w = pair_weights(p, known, joint, self.threshold)
+            labels = local_moves_decode(w, joint, labels, self.max_moves)
+        return labels
+
+    def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
+               prob: np.ndarray | None, person: np.ndarray | None) -> People:
+        if pair_index is None or prob is None:
+            raise ValueError("GNNGrouping needs `pair_index` and `prob`")
+        p, known = dense_probabilities(len(cands), pair_index, prob, self.unknown_prob)
+        labels = self.decode(p, known, cands.joint)
+        people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
+        if self.score == "heat_x_prob":
+            people.scores = (heat_score(people.keypoints)
+                             * internal_probability(p, known, people.assignment, len(people))
+                             ).astype(np.float32)
+        return people
+
+
+def internal_probability(p: np.ndarray, known: np.ndarray, assignment: np.ndarray,
+                         num_people: int) -> np.ndarray:
+    """Mean observed probability over each person's internal pairs (1 where none)."""
+    m = np.flatnonzero(assignment >= 0)
+    onehot = np.zeros((len(m), num_people))
+    onehot[np.arange(len(m)), assignment[m]] = 1.0
+    sums = np.sum(onehot * (np.where(known, p, 0.0)[np.ix_(m, m)] @ onehot), axis=0)
+    counts = np.sum(onehot * (known[np.ix_(m, m)] @ onehot), axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)

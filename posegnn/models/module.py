@@ -1,0 +1,173 @@
+"""The LightningModule: BCE training of the edge classifier, with its edge metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+)
+
+from posegnn.models.network import EdgeGNN, ModelConfig
+
+STAGES = ("train", "val", "test")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"  # none | cosine | step | plateau
+    warmup_epochs: int = 0  # cosine
+    step_size: int = 10  # step
+    gamma: float = 0.5  # step, plateau
+    patience: int = 3  # plateau
+
+
+@dataclass
+class LossConfig:
+    pos_weight: float | None = None  # weight of positive pairs; None = 1
+
+
+def _plain(cfg) -> dict:
+    """A dataclass or mapping as plain values, safe for ``weights_only`` checkpoints."""
+    if cfg is None:
+        return {}
+    return asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else dict(cfg)
+
+
+def edge_metrics() -> MetricCollection:
+    return MetricCollection({"edge_acc": BinaryAccuracy(), "edge_precision": BinaryPrecision(),
+                             "edge_recall": BinaryRecall(), "edge_f1": BinaryF1Score(),
+                             "edge_auroc": BinaryAUROC()})
+
+
+class PosegnnModule(L.LightningModule):
+    """Edge classifier over candidate graphs.
+
+    Hyperparameters are plain values (dicts, numbers, lists), so
+    ``PosegnnModule.load_from_checkpoint(path)`` rebuilds the network with no config at
+    hand, including the graph settings and feature statistics used at predict time.
+    """
+
+    def __init__(self, in_dim: int, edge_dim: int, model: dict | None = None,
+                 optimizer: dict | None = None, scheduler: dict | None = None,
+                 loss: dict | None = None, graph: dict | None = None,
+                 layout: str = "crowdpose14", feature_mean: list[float] | None = None,
+                 feature_std: list[float] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters({
+            "in_dim": in_dim, "edge_dim": edge_dim, "model": _plain(model),
+            "optimizer": _plain(optimizer), "scheduler": _plain(scheduler),
+            "loss": _plain(loss), "graph": _plain(graph), "layout": layout,
+            "feature_mean": feature_mean, "feature_std": feature_std})
+        self.model_cfg = ModelConfig(**self.hparams.model)
+        self.optim_cfg = OptimizerConfig(**self.hparams.optimizer)
+        self.sched_cfg = SchedulerConfig(**self.hparams.scheduler)
+        self.loss_cfg = LossConfig(**self.hparams.loss)
+        self.net = EdgeGNN(self.model_cfg, in_dim, edge_dim)
+        if feature_mean is not None and feature_std is not None:
+            self.net.feature_mean.copy_(torch.tensor(feature_mean))
+            self.net.feature_std.copy_(torch.tensor(feature_std))
+        self.metrics = torch.nn.ModuleDict({f"{s}_edges": edge_metrics() for s in STAGES})
+
+    def forward(self, batch) -> Tensor:
+        """Logits of every scored pair of the batch."""
+        return self.net(batch)
+
+    @torch.no_grad()
+    def edge_probabilities(self, batch) -> Tensor:
+        return torch.sigmoid(self(batch))
+
+    def _step(self, batch, stage: str) -> Tensor:
+        logits = self(batch)
+        y = batch.y
+        pos_weight = (None if self.loss_cfg.pos_weight is None
+                      else logits.new_tensor(self.loss_cfg.pos_weight))
+        if logits.numel() == 0:  # a batch of graphs without pairs
+            loss = sum(p.sum() for p in self.parameters()) * 0.0
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+            self.metrics[f"{stage}_edges"].update(torch.sigmoid(logits.detach()), y.long())
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=batch.num_graphs)
+        return loss
+
+    def _log_metrics(self, stage: str) -> None:
+        metrics = self.metrics[f"{stage}_edges"]
+        if any(m.update_count for m in metrics.values()):
+            self.log_dict({f"{stage}/{k}": v for k, v in metrics.compute().items()},
+                          prog_bar=False)
+        metrics.reset()
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        return self.edge_probabilities(batch)
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        params = self.parameters()
+        if o.name == "adam":
+            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.name == "adamw":
+            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.name == "sgd":
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                  weight_decay=o.weight_decay)
+        else:
+            raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {o.name!r}")
+        sched = self._scheduler(opt)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+    def _scheduler(self, opt):
+        s = self.sched_cfg
+        epochs = max(int(self.trainer.max_epochs or 1), 1) if self._trainer else 1
+        if s.name == "none":
+            return None
+        if s.name == "cosine":
+            warm = min(s.warmup_epochs, epochs - 1)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs - warm, 1))
+            if warm <= 0:
+                return cosine
+            ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=warm)
+            return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warm])
+        if s.name == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+        if s.name == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=s.gamma,
+                                                                 patience=s.patience)
+            return {"scheduler": plateau, "monitor": "val/loss"}
+        raise ValueError(f"scheduler.name must be none, cosine, step or plateau, got {s.name!r}")

@@ -1,0 +1,98 @@
+"""The report's network: a graph-convolution vertex encoder and an edge classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from posegnn.models.layers import ConvLayer, mlp_block
+
+PAIR_MODES = ("concat", "symmetric")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture settings (``model=edgeconv`` is the report's)."""
+
+    conv: str = "edgeconv"  # edgeconv | edgeconv_attr | gatv2 | gine | transformer
+    hidden: int = 64  # vertex embedding width
+    layers: int = 3
+    aggr: str = "max"
+    heads: int = 2  # attention heads for gatv2 / transformer
+    skip: bool = False  # classify on the concatenation of every layer's output
+    pair: str = "symmetric"  # concat | symmetric (order-invariant)
+    classifier_hidden: int = 64
+    classifier_edge_attr: bool = False  # also feed the pair's edge attributes
+    dropout: float = 0.0
+
+
+class VertexEncoder(nn.Module):
+    """Stacked graph convolutions giving the vertex feature embedding."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, edge_dim: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [cfg.hidden] * cfg.layers
+        self.layers = nn.ModuleList(
+            ConvLayer(cfg.conv, a, b, edge_dim, aggr=cfg.aggr, heads=cfg.heads)
+            for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.skip = cfg.skip
+        self.out_dim = cfg.hidden * (cfg.layers if cfg.skip else 1)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        outputs = []
+        for layer in self.layers:
+            x = layer(x, edge_index, edge_attr)
+            outputs.append(x)
+        return torch.cat(outputs, dim=1) if self.skip else x
+
+
+class EdgeClassifier(nn.Module):
+    """(Linear, BatchNorm1d, ReLU) x 2, then Linear -> one logit per candidate pair."""
+
+    def __init__(self, cfg: ModelConfig, emb_dim: int, edge_dim: int) -> None:
+        super().__init__()
+        if cfg.pair not in PAIR_MODES:
+            raise ValueError(f"model.pair must be one of {PAIR_MODES}, got {cfg.pair!r}")
+        self.pair, self.use_attr = cfg.pair, cfg.classifier_edge_attr
+        in_dim = emb_dim * (3 if cfg.pair == "symmetric" else 2)
+        if self.use_attr:
+            in_dim += edge_dim * (2 if cfg.pair == "symmetric" else 1)
+        h = cfg.classifier_hidden
+        self.net = nn.Sequential(mlp_block(in_dim, h), nn.Dropout(cfg.dropout),
+                                 mlp_block(h, h), nn.Linear(h, 1))
+
+    def forward(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
+                attr_bwd: Tensor) -> Tensor:
+        hi, hj = h[pair_index[0]], h[pair_index[1]]
+        if self.pair == "symmetric":
+            parts = [hi + hj, (hi - hj).abs(), hi * hj]
+            if self.use_attr:
+                parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
+        else:
+            parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
+        return self.net(torch.cat(parts, dim=1)).squeeze(1)
+
+
+class EdgeGNN(nn.Module):
+    """Vertex encoder + edge classifier, with the input feature normalization inside.
+
+    ``feature_mean``/``feature_std`` are buffers (identity unless the graph setting is
+    ``normalization=dataset``), so a checkpoint carries the statistics it needs.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, edge_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
+        self.encoder = VertexEncoder(cfg, in_dim, edge_dim)
+        self.classifier = EdgeClassifier(cfg, self.encoder.out_dim, edge_dim)
+
+    def forward(self, data) -> Tensor:
+        """Logits [M] of the M scored pairs of a graph or batch built by ``AddEdges``."""
+        if data.pair_index.shape[1] == 0 or data.num_nodes == 0:
+            return data.x.new_zeros(0)
+        x = (data.x - self.feature_mean) / self.feature_std
+        h = self.encoder(x, data.edge_index, data.edge_attr)
+        return self.classifier(h, data.pair_index, data.pair_attr, data.pair_attr_rev)
