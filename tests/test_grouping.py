@@ -25,7 +25,8 @@ LAYOUTS = [CROWDPOSE14, COCO17]
 
 def make_people(num_people: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """[P, K, 2] joints of side-by-side people (they may overlap a little)."""
-    centers = np.column_stack([80 + 90 * np.arange(num_people), 240 + 20 * rng.normal(size=num_people)])
+    x = 80 + 90 * np.arange(num_people)
+    centers = np.column_stack([x, 240 + 20 * rng.normal(size=num_people)])
     return centers[:, None, :] + rng.uniform([-45, -130], [45, 130], size=(num_people, k, 2))
 
 
@@ -219,7 +220,8 @@ def test_unknown_pairs_carry_no_evidence() -> None:
         people = g.group(cands, pair_index=chain, prob=np.full(chain.shape[1], 0.9))
         assert len(people) == 3, decoder
         pessimistic = GNNGrouping(num_joints=14, decoder=decoder, unknown_prob=0.1)
-        assert len(pessimistic.group(cands, pair_index=chain, prob=np.full(chain.shape[1], 0.9))) > 3
+        prob = np.full(chain.shape[1], 0.9)
+        assert len(pessimistic.group(cands, pair_index=chain, prob=prob)) > 3
 
 
 # ----------------------------------------------------------------------------- decoders

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +12,7 @@ from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphConfig, build_vertices
 from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, PoseMapsDataset
+from posegnn.io import atomic_torch_save
 
 # Bump when the stored graph format changes: old caches are then never read.
 CACHE_FORMAT = 1
@@ -53,19 +52,6 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
             gt, areas = dataset.gt_keypoints(image_id)
         graphs.append(build_vertices(dataset.load_maps(image_id), dataset.layout, cfg, gt, areas))
     return graphs
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write ``obj`` to ``path`` through a temporary file, so no half-written file remains."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,

@@ -61,7 +61,7 @@ def people_from_assignment(cands: Candidates, assignment: np.ndarray, num_joints
     ids, first, counts = np.unique(assignment, return_index=True, return_counts=True)
     keep = (ids >= 0) & (counts >= max(int(min_keypoints), 1))
     kept = ids[keep][np.argsort(first[keep], kind="stable")]
-    new_id = np.full(int(ids.max(initial=-1)) + 1, -1, np.int64)
+    new_id = np.full(int(ids.max(initial=-1)) + 2, -1, np.int64)
     new_id[kept] = np.arange(len(kept))
     assignment = np.where(assignment >= 0, new_id[np.maximum(assignment, 0)], -1)
     keypoints = np.zeros((len(kept), num_joints, 3), np.float32)
@@ -115,7 +115,10 @@ class Grouping(ABC):
         rank = np.empty_like(order)
         rank[order] = np.arange(n)
         if pair_index is not None:
-            pair_index = rank[np.asarray(pair_index, dtype=np.int64).reshape(2, -1)]
+            pair_index = np.asarray(pair_index, dtype=np.int64).reshape(2, -1)
+            if pair_index.size and (pair_index.min() < 0 or pair_index.max() >= n):
+                raise ValueError(f"pair_index outside 0..{n - 1}")
+            pair_index = rank[pair_index]
         if person is not None:
             person = np.asarray(person, dtype=np.int64).reshape(-1)
             if len(person) != n:

@@ -17,13 +17,14 @@ from . import body
 
 CROWD_LEVELS = ("easy", "medium", "hard")
 MIXED_PROBS = (0.2, 0.6, 0.2)  # about CrowdPose val's share of easy / medium / hard
-# CrowdPose crowd-index bands: easy < 0.2 <= medium < 0.8 <= hard
-CROWD_BANDS = {"easy": (0.0, 0.2), "medium": (0.2, 0.8), "hard": (0.8, np.inf)}
+# Crowd-index bands a level's draws aim for: CrowdPose's (easy < 0.2 <= medium < 0.8 <=
+# hard), with hard capped near the top of real hard images (CrowdPose val: mean 0.99).
+CROWD_BANDS = {"easy": (0.0, 0.2), "medium": (0.2, 0.8), "hard": (0.8, 1.6)}
 # people per image (inclusive), clusters, person height / image height, cluster spread
 LEVEL_SPECS = {
-    "easy": dict(people=(1, 4), clusters=None, size=(0.3, 0.95), spread=0.0),
-    "medium": dict(people=(3, 8), clusters=(1, 2), size=(0.25, 0.8), spread=0.45),
-    "hard": dict(people=(6, 15), clusters=(1, 1), size=(0.3, 0.9), spread=0.22),
+    "easy": dict(people=(2, 6), clusters=None, size=(0.2, 0.75), spread=0.0),
+    "medium": dict(people=(2, 8), clusters=(1, 2), size=(0.25, 0.8), spread=0.55),
+    "hard": dict(people=(3, 9), clusters=(1, 1), size=(0.3, 0.9), spread=0.4),
 }
 MAX_TRIES = 12  # scene draws spent on landing in the level's crowd-index band
 MIN_JOINTS = 3  # people with fewer labeled joints in the image are left out

@@ -1,0 +1,25 @@
+"""``posegnn-eval [ckpt_path=CKPT] [data=maps data.test=DIR]``: every grouping, one table."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from posegnn.cli.common import CONF_DIR, hydra_run_info, quiet_third_party
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from posegnn.evaluate import evaluate
+
+    quiet_third_party()
+    out_dir, _, _ = hydra_run_info()
+    evaluate(cfg, out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""``posegnn-predict ckpt_path=CKPT input=DIR out=FILE``: COCO keypoint results."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from posegnn.cli.common import CONF_DIR, quiet_third_party
+
+
+@hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from posegnn.predict import predict
+
+    quiet_third_party()
+    missing = [k for k in ("input", "out") if not cfg[k]]
+    if cfg.grouping == "gnn" and not cfg.ckpt_path:
+        missing.insert(0, "ckpt_path")
+    if missing:
+        raise SystemExit(f"posegnn-predict: set {', '.join(f'{k}=...' for k in missing)}")
+    n = predict(cfg)
+    print(f"wrote {n} people to {cfg.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""``posegnn-train``: fit the edge classifier and test it (Hydra app; see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from posegnn.cli.common import CONF_DIR, hydra_run_info, quiet_third_party
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from posegnn.train import train
+
+    quiet_third_party()
+    out_dir, overrides, sweep = hydra_run_info()
+    metrics = train(cfg, out_dir, overrides, sweep)
+    return metrics.get("test/gnn/AP") or metrics.get("val/loss")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Structured-config schemas: a misspelled key or a wrong type fails at start.
+
+Each config group in ``conf/`` fills one field of these dataclasses; the primary
+configs (``train``, ``eval``, ``predict``, ``generate``) start from the registered
+schema, so Hydra validates every override against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from posegnn.data.datamodule import DataConfig
+from posegnn.data.graph import GraphConfig
+from posegnn.data.synthetic import DetectorNoise
+from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
+from posegnn.models.network import ModelConfig
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer arguments (``trainer=cpu|gpu|ddp``)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_epochs: int = 20
+    gradient_clip_val: float | None = None
+    deterministic: Any = True  # True on CPU; "warn" on GPU (max aggregation)
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "posegnn"
+    entity: str | None = None
+    group: str | None = None  # defaults to the sweep's folder name in a multirun
+    name: str | None = None  # defaults to the run's overrides
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = True  # the best checkpoint as an artifact
+    num_example_images: int = 4
+
+
+@dataclass
+class LoggerConfig:
+    """Which loggers a run writes to (``logger=csv|tensorboard|wandb|many|none``)."""
+
+    csv: bool = True
+    tensorboard: bool = False
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class CallbacksConfig:
+    monitor: str = "val/loss"  # or val/gnn/AP once the AP callback runs
+    mode: str = "min"
+    save_top_k: int = 1
+    early_stopping: bool = False
+    patience: int = 5
+    val_ap_every_n_epochs: int = 0  # 0: no grouping AP during training
+    val_ap_max_images: int = 100
+
+
+@dataclass
+class GNNGroupingConfig:
+    threshold: float = 0.5
+    decoder: str = "local_moves"
+
+
+@dataclass
+class AEGroupingConfig:
+    tag_threshold: float = 1.0
+    max_people: int = 30
+    detection_threshold: float = 0.1
+
+
+@dataclass
+class GroupingConfig:
+    """Which groupings an evaluation runs, and their settings (``grouping=...``)."""
+
+    run: list[str] = field(default_factory=lambda: ["gnn", "ae", "oracle"])
+    gnn: GNNGroupingConfig = field(default_factory=GNNGroupingConfig)
+    ae: AEGroupingConfig = field(default_factory=AEGroupingConfig)
+    max_dets: int = 20
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+    data_dir: str = "outputs/data"
+    cache_dir: str = "outputs/cache"
+
+
+@dataclass
+class TrainConfig:
+    """``posegnn-train``: fit, then test the best checkpoint with every grouping."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ckpt_path: str | None = None  # resume training from this checkpoint (e.g. last.ckpt)
+    finetune_from: str | None = None  # start from these weights with a new optimizer
+    test: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """``posegnn-eval``: all groupings side by side on a test split."""
+
+    seed: int = 0
+    ckpt_path: str | None = None  # needed for the gnn grouping
+    split: str = "test"
+    data: DataConfig = field(default_factory=DataConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class PredictConfig:
+    """``posegnn-predict``: COCO results for a dataset without annotations."""
+
+    ckpt_path: str | None = None
+    input: str | None = None
+    out: str | None = None
+    grouping: str = "gnn"
+    groupings: GroupingConfig = field(default_factory=GroupingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class GenerateConfig:
+    """``posegnn-generate``: write a synthetic pose-maps dataset."""
+
+    out: str | None = None
+    num_images: int = 200
+    seed: int = 0
+    crowd: str = "mixed"
+    layout: str = "crowdpose14"
+    poses: str | None = None
+    overwrite: bool = False
+    noise: DetectorNoise = field(default_factory=DetectorNoise)
+
+
+def register_schemas() -> None:
+    """Register the schemas under ``schema/<name>`` for the primary configs' defaults."""
+    cs = ConfigStore.instance()
+    for name, node in (("train", TrainConfig), ("eval", EvalConfig),
+                       ("predict", PredictConfig), ("generate", GenerateConfig)):
+        cs.store(name=f"{name}_schema", node=node)

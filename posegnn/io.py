@@ -1,0 +1,44 @@
+"""Atomic file writes: a failed or killed write never leaves a half-written file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import torch
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json(path: str | Path, obj) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=True)
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_metrics(path: str | Path, metrics: dict) -> Path:
+    """``metrics.json``: flat keys, numbers (NaN written as null)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in metrics.items()}
+    return write_json(path, clean)

@@ -1,0 +1,135 @@
+"""Fit the edge classifier on a DataModule, then test it with every grouping."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from posegnn.callbacks import ValGroupingAP
+from posegnn.checkpoints import check_graph_compatible, load_module
+from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.evaluation.runner import evaluate_groupings, format_table
+from posegnn.io import write_metrics
+from posegnn.loggers import build_loggers, finish_wandb
+from posegnn.models.module import PosegnnModule
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig, progress: bool = True) -> PoseGraphDataModule:
+    return PoseGraphDataModule(OmegaConf.to_container(cfg.data, resolve=True),
+                               OmegaConf.to_container(cfg.graph, resolve=True),
+                               progress=progress)
+
+
+def build_module(cfg: DictConfig, dm: PoseGraphDataModule) -> PosegnnModule:
+    """A fresh module sized for the DataModule's graphs, or the weights of
+    ``finetune_from`` (graph settings checked) with a new optimizer."""
+    graph = OmegaConf.to_container(cfg.graph, resolve=True)
+    in_dim, edge_dim = dm.dims()
+    use_stats = graph["normalization"] == "dataset"
+    module = PosegnnModule(
+        in_dim=in_dim, edge_dim=edge_dim, model=OmegaConf.to_container(cfg.model),
+        optimizer=OmegaConf.to_container(cfg.optimizer),
+        scheduler=OmegaConf.to_container(cfg.scheduler), loss=OmegaConf.to_container(cfg.loss),
+        graph=graph, layout=dm.layout.name,
+        feature_mean=dm.feature_mean.tolist() if use_stats else None,
+        feature_std=dm.feature_std.tolist() if use_stats else None)
+    if cfg.finetune_from:
+        source = load_module(cfg.finetune_from)
+        check_graph_compatible(source.hparams.graph, graph, cfg.finetune_from)
+        module.net.load_state_dict(source.net.state_dict())
+        log.info("fine-tuning from the weights of %s", cfg.finetune_from)
+    return module
+
+
+def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
+    c = cfg.callbacks
+    callbacks: list[L.Callback] = [ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor=c.monitor,
+        mode=c.mode, save_top_k=c.save_top_k, save_last=True, auto_insert_metric_name=False)]
+    if c.early_stopping:
+        callbacks.append(EarlyStopping(monitor=c.monitor, mode=c.mode, patience=c.patience))
+    every = c.val_ap_every_n_epochs
+    if "/AP" in c.monitor:
+        every = 1  # the monitored metric must exist after every validation
+    if every > 0:
+        callbacks.append(ValGroupingAP(OmegaConf.to_container(cfg.grouping), every,
+                                       c.val_ap_max_images))
+    if cfg.logger.csv or cfg.logger.tensorboard or cfg.logger.wandb.enabled:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    return callbacks
+
+
+def run_name(overrides: list[str]) -> str:
+    """A run's name from its command-line overrides ("default" without any)."""
+    return ",".join(o for o in overrides if not o.startswith("hydra")) or "default"
+
+
+def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = None,
+          sweep_name: str | None = None) -> dict[str, float]:
+    """The whole ``posegnn-train`` job; returns (and writes) its flat metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    dm = build_datamodule(cfg, progress=cfg.progress)
+    dm.prepare_data()
+    dm.setup("fit")
+    balance = dm.label_balance("train")
+    log.info("train labels: %.1f%% positive of %d pairs; %.1f%% of %d candidates matched",
+             100 * balance["positive_pairs"], balance["pairs"],
+             100 * balance["matched_candidates"], balance["candidates"])
+    module = build_module(cfg, dm)
+    loggers = build_loggers(cfg.logger, out_dir, run_name(overrides or []), sweep_name)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=loggers or False,
+                        callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir))
+    metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in balance.items()}
+    metrics["model/params"] = sum(p.numel() for p in module.parameters())
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        metrics["time/fit_s"] = time.perf_counter() - start
+        metrics["epochs"] = trainer.current_epoch
+        metrics.update(_scalars(trainer.callback_metrics))
+        best = trainer.checkpoint_callback.best_model_path
+        metrics["best_model_score"] = _float(trainer.checkpoint_callback.best_model_score)
+        if cfg.test:
+            metrics.update(test(cfg, dm, trainer, best or None, out_dir))
+    finally:
+        finish_wandb(loggers)
+    write_metrics(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str | None,
+         out_dir: Path) -> dict[str, float]:
+    """Edge metrics and the three groupings on the test split, with the best weights."""
+    module = load_module(ckpt) if ckpt else trainer.lightning_module
+    trainer.test(module, datamodule=dm, verbose=False)
+    metrics = _scalars(trainer.callback_metrics, prefix="test/")
+    ds, ids = dm.source("test")
+    metrics.update(evaluate_groupings(
+        ds.coco_dict(ids), dm.layout, dm.dataset("test"), OmegaConf.to_container(cfg.grouping),
+        module=module, prefix="test", batch_size=dm.cfg.batch_size, results_dir=out_dir,
+        progress=cfg.progress))
+    print("\nTest split: OKS AP of each grouping on the same candidates\n")
+    print(format_table(metrics, "test"))
+    return metrics
+
+
+def _float(value) -> float | None:
+    if value is None:
+        return None
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def _scalars(callback_metrics: dict, prefix: str = "") -> dict[str, float]:
+    return {k: _float(v) for k, v in callback_metrics.items() if k.startswith(prefix)}
