@@ -32,8 +32,14 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     if cfg.nms_kernel < 1 or cfg.nms_kernel % 2 == 0:
         raise ValueError(f"nms_kernel must be a positive odd number, got {cfg.nms_kernel}")
     k, h, w = heatmaps.shape
-    pooled = F.max_pool2d(heatmaps[None], cfg.nms_kernel, stride=1, padding=cfg.nms_kernel // 2)
-    is_peak = (heatmaps == pooled[0]) & (heatmaps > cfg.threshold)
+    pad = cfg.nms_kernel // 2
+    pooled = F.max_pool2d(heatmaps[None], cfg.nms_kernel, stride=1, padding=pad)[0]
+    is_peak = (heatmaps == pooled) & (heatmaps > cfg.threshold)
+    # A plateau (equal neighbours, common in float16 maps) keeps only its first pixel.
+    order = -torch.arange(h * w, dtype=torch.float32).reshape(1, h, w).expand(k, h, w)
+    first = F.max_pool2d(order.masked_fill(~is_peak, float("-inf"))[None], cfg.nms_kernel,
+                         stride=1, padding=pad)[0]
+    is_peak &= order == first
     flat = heatmaps.masked_fill(~is_peak, float("-inf")).reshape(k, -1)
     top_val, top_idx = flat.topk(min(cfg.top_k, h * w), dim=1)
     keep = torch.isfinite(top_val)

@@ -68,11 +68,19 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _unique_ids(items: list, kind: str, path: Path) -> None:
     seen: set = set()
     for item in items:
-        if not isinstance(item, dict) or "id" not in item:
-            raise DatasetError(f"{path}: every entry of '{kind}' needs an 'id'")
+        if not isinstance(item, dict) or not _is_int(item.get("id")):
+            raise DatasetError(f"{path}: every entry of '{kind}' needs an integer 'id'")
         if item["id"] in seen:
             raise DatasetError(f"{path}: duplicate {kind} id {item['id']}")
         seen.add(item["id"])
@@ -115,7 +123,7 @@ class PoseMapsDataset:
         _unique_ids(images, "images", path)
         for img in images:
             for key in ("width", "height"):
-                if not isinstance(img.get(key), (int, float)) or img[key] <= 0:
+                if not _is_number(img.get(key)) or img[key] <= 0:
                     raise DatasetError(f"{path}: image {img['id']} has no positive '{key}'")
             # CrowdPose's official json spells it crowdIndex
             if "crowd_index" not in img and "crowdIndex" in img:
@@ -123,7 +131,7 @@ class PoseMapsDataset:
         cats = raw.get("categories")
         if not isinstance(cats, list) or not cats:
             raise DatasetError(f"{path}: no 'categories' with keypoint names")
-        category = next((c for c in cats if c.get("keypoints")), None)
+        category = next((c for c in cats if isinstance(c, dict) and c.get("keypoints")), None)
         if category is None:
             raise DatasetError(f"{path}: no category lists 'keypoints' names")
         try:
@@ -148,15 +156,15 @@ class PoseMapsDataset:
         out = []
         for ann in anns:
             aid = ann["id"]
-            img = images.get(ann.get("image_id"))
+            img = images.get(ann.get("image_id")) if _is_int(ann.get("image_id")) else None
             if img is None:
                 raise DatasetError(f"{path}: annotation {aid} refers to unknown image "
                                    f"{ann.get('image_id')}")
             kps = ann.get("keypoints")
-            if not isinstance(kps, list) or len(kps) != 3 * k:
+            if not isinstance(kps, list) or len(kps) != 3 * k or not all(map(_is_number, kps)):
                 n = len(kps) if isinstance(kps, list) else "no"
                 raise DatasetError(f"{path}: annotation {aid} has {n} keypoint values, "
-                                   f"expected 3 * {k} for layout {self.layout.name}")
+                                   f"expected 3 * {k} numbers for layout {self.layout.name}")
             arr = np.asarray(kps, dtype=np.float64).reshape(k, 3)
             if not np.isfinite(arr).all():
                 raise DatasetError(f"{path}: annotation {aid} has NaN or inf keypoints")
@@ -166,10 +174,10 @@ class PoseMapsDataset:
                                    f"{sorted(set(v.tolist()))}; only 0, 1, 2 are allowed")
             self._check_inside(arr[v > 0, :2], img, aid)
             bbox = ann.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4):
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
                 bbox = _bbox_of(arr)
             area = ann.get("area")
-            if area is None:  # CrowdPose: crowdposetools uses 0.53 * box area
+            if not _is_number(area):  # CrowdPose: crowdposetools uses 0.53 * box area
                 area = 0.53 * bbox[2] * bbox[3]
             out.append({**ann, "keypoints": arr.reshape(-1).tolist(), "bbox": list(bbox),
                         "area": float(area), "iscrowd": int(ann.get("iscrowd", 0)),

@@ -25,7 +25,7 @@ class DetectorNoise:
 
     tag_noise: float = 0.12  # per-joint tag noise std
     tag_spread: float = 1.0  # spacing of people's base tags (neighbours differ by ~this)
-    crowd_confusion: float = 0.4  # 0..1: how far tags drift towards an overlapping person's
+    crowd_confusion: float = 0.3  # 0..1: how far tags drift towards an overlapping person's
     confusion_range: float = 1.5  # drift decay outside a body region (capsule radii)
     miss_rate: float = 0.04  # missed visible joints
     occluded_miss_rate: float = 0.3  # missed occluded (v=1) joints
@@ -139,7 +139,7 @@ def joint_peaks(scene: Scene, layout: Layout, geom: MapGeometry, tags: np.ndarra
     size = scene.height * geom.scale  # body height in heatmap pixels
     weak = np.clip(size / max(noise.small_person, 1e-6), 0.5, 1.0)[:, None]
     miss = np.where(occ, noise.occluded_miss_rate, noise.miss_rate)
-    miss = 1.0 - (1.0 - miss) * np.sqrt(weak)
+    miss = np.minimum(miss / weak, 1.0)  # small people are missed up to twice as often
     height = np.where(occ, noise.occluded_peak_height, noise.peak_height)
     height = (height + rng.uniform(-1, 1, (p, k)) * noise.peak_height_spread) * weak
     std = noise.jitter * size[:, None] * np.where(occ, 2.0, 1.0)

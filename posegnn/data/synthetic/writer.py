@@ -45,6 +45,17 @@ class SyntheticConfig:
     noise: DetectorNoise = field(default_factory=DetectorNoise)
 
 
+def as_config(cfg) -> SyntheticConfig:
+    """A :class:`SyntheticConfig` from itself or a mapping (a Hydra ``DictConfig``)."""
+    if isinstance(cfg, SyntheticConfig):
+        return cfg
+    values = dict(cfg)
+    noise = values.pop("noise", None) or {}
+    if not isinstance(noise, DetectorNoise):
+        noise = DetectorNoise(**dict(noise))
+    return SyntheticConfig(**values, noise=noise)
+
+
 def image_rng(seed: int, image_id: int, stream: int) -> np.random.Generator:
     """The generator of one image: independent of the other images and of the order."""
     return np.random.default_rng(np.random.SeedSequence([seed, image_id, stream]))
@@ -149,7 +160,7 @@ def _info(cfg: SyntheticConfig) -> dict:
     return {"description": "posegnn pose-maps dataset (simulated detector)", "config": conf}
 
 
-def generate_dataset(out: str | Path, cfg: SyntheticConfig, progress: bool = True,
+def generate_dataset(out: str | Path, cfg: SyntheticConfig | dict, progress: bool = True,
                      image_ids: list[int] | None = None, overwrite: bool = False) -> Path:
     """Generate a pose-maps dataset in ``out`` and return its path.
 
@@ -157,6 +168,7 @@ def generate_dataset(out: str | Path, cfg: SyntheticConfig, progress: bool = Tru
     used, the first ``num_images`` in a seeded order. ``image_ids`` picks images
     explicitly (the same ids give the same images whatever else is generated).
     """
+    cfg = as_config(cfg)
     _check_config(cfg)
     out = Path(out)
     _check_out(out, overwrite)

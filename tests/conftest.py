@@ -1,0 +1,43 @@
+"""Shared fixtures: small real datasets written by the synthetic world."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+REPO = Path(__file__).resolve().parents[1]
+DEV_POSES = REPO.parent / "shared" / "data" / "crowdpose_val_dev.json"
+
+CLEAN = DetectorNoise(tag_noise=0.0, crowd_confusion=0.0, miss_rate=0.0,
+                      occluded_miss_rate=0.0, false_positive_rate=0.0, jitter=0.0,
+                      swap_rate=0.0)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """Eight images of the default (noisy) synthetic world, crowdpose14."""
+    out = tmp_path_factory.mktemp("data") / "small"
+    return generate_dataset(out, SyntheticConfig(num_images=8, seed=1), progress=False)
+
+
+@pytest.fixture(scope="session")
+def clean_dataset(tmp_path_factory) -> Path:
+    """Six easy images with a noiseless detector: maps rendered from ground truth."""
+    out = tmp_path_factory.mktemp("data") / "clean"
+    cfg = SyntheticConfig(num_images=6, seed=2, crowd="easy", noise=CLEAN)
+    return generate_dataset(out, cfg, progress=False)
+
+
+def tiny_train_overrides(out: Path) -> list[str]:
+    """Hydra overrides for a seconds-long posegnn-train run writing under ``out``."""
+    return [f"paths.output_dir={out}", "data.synthetic.num_train=12",
+            "data.synthetic.num_val=6", "data.synthetic.num_test=6", "trainer.max_epochs=2",
+            "progress=false", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "callbacks.val_ap_every_n_epochs=1",
+            "data.batch_size=4"]

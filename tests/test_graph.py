@@ -1,0 +1,179 @@
+"""Candidates, graphs, labels, the cache and the DataModule on small real datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from posegnn.data import cache as cache_mod
+from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
+from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.data.graph import AddEdges, EdgeConfig, GraphConfig, build_vertices
+from posegnn.data.maps import PoseMapsDataset
+from posegnn.layouts import CROWDPOSE14
+
+
+def _gaussian(u: float, v: float, size: int = 64, sigma: float = 2.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def test_peaks_are_refined_to_sub_pixel_positions():
+    heat = torch.from_numpy(np.stack([_gaussian(20.3, 31.7), _gaussian(40.6, 10.2)]))
+    peaks = find_peaks(heat, CandidateConfig(threshold=0.5))
+    assert peaks.joint.tolist() == [0, 1]
+    expected = torch.tensor([[20.3, 31.7], [40.6, 10.2]])
+    assert torch.allclose(peaks.uv, expected, atol=0.15)
+    coarse = find_peaks(heat, CandidateConfig(threshold=0.5, refine=False))
+    assert (coarse.uv - expected).abs().max() > (peaks.uv - expected).abs().max()
+
+
+def test_nms_top_k_and_threshold():
+    heat = np.maximum.reduce([_gaussian(10, 10), _gaussian(12, 10) * 0.9,
+                              _gaussian(40, 40) * 0.5, _gaussian(50, 20) * 0.05])
+    peaks = find_peaks(torch.from_numpy(heat[None]), CandidateConfig(nms_kernel=5, top_k=30,
+                                                                     threshold=0.1))
+    assert len(peaks.score) == 2  # the shoulder at (12, 10) is suppressed, 0.05 is too weak
+    top1 = find_peaks(torch.from_numpy(heat[None]), CandidateConfig(top_k=1))
+    assert top1.score.tolist() == pytest.approx([1.0], abs=1e-3)
+    with pytest.raises(ValueError, match="odd"):
+        find_peaks(torch.from_numpy(heat[None]), CandidateConfig(nms_kernel=4))
+
+
+def test_bilinear_sampling_interpolates():
+    maps = torch.arange(12.0).reshape(1, 3, 4)  # value = 4 * row + col
+    points = torch.tensor([[1.5, 0.5], [3.0, 2.0], [0.0, 0.0]])
+    assert bilinear(maps, points)[:, 0].tolist() == pytest.approx([3.5, 11.0, 0.0])
+
+
+def _graph(dataset_dir, cfg: GraphConfig | None = None, index: int = 0):
+    ds = PoseMapsDataset(dataset_dir)
+    cfg = cfg or GraphConfig()
+    image_id = ds.image_ids[index]
+    gt, areas = ds.gt_keypoints(image_id)
+    return ds, build_vertices(ds.load_maps(image_id), ds.layout, cfg, gt, areas), gt
+
+
+def test_clean_maps_give_candidates_on_the_ground_truth(clean_dataset):
+    ds, g, gt = _graph(clean_dataset)
+    assert (g.person >= 0).all(), "every candidate of a noiseless detector matches someone"
+    target = gt[g.person.numpy(), g.joint.numpy(), :2]
+    assert np.abs(g.pos.numpy() - target).max() < 0.05 * ds.image(int(g.image_id))["width"]
+    labeled = (gt[..., 2] > 0).sum()
+    assert len(g.joint) <= labeled
+
+
+def test_pairs_labels_and_edges(small_dataset):
+    ds, g, _ = _graph(small_dataset)
+    full = AddEdges(ds.layout, EdgeConfig(radius=0))(g)
+    i, j = full.pair_index
+    assert (i < j).all() and (full.joint[i] != full.joint[j]).all()
+    n_types = torch.bincount(g.joint, minlength=14)
+    expected = (n_types.sum() ** 2 - (n_types**2).sum()) // 2
+    assert full.pair_index.shape[1] == expected  # every pair of different joint types
+    same = (g.person[i] == g.person[j]) & (g.person[i] >= 0)
+    assert torch.equal(full.y.bool(), same)
+    m = full.pair_index.shape[1]
+    assert full.edge_index.shape == (2, 2 * m)
+    assert torch.equal(full.edge_index[:, m:], full.pair_index.flip(0))
+    assert full.pair_attr.shape == full.pair_attr_rev.shape == (m, full.edge_attr.shape[1])
+
+
+@pytest.mark.parametrize("strategy", ["radius", "knn", "skeleton"])
+def test_edge_strategies(small_dataset, strategy):
+    ds, g, _ = _graph(small_dataset)
+    cfg = EdgeConfig(strategy=strategy, radius=0.3, k=4)
+    data = AddEdges(ds.layout, cfg)(g)
+    i, j = data.pair_index
+    assert data.pair_index.shape[1] > 0
+    if strategy == "radius":
+        assert ((data.pos[i] - data.pos[j]).norm(dim=1) <= 0.3 * data.long_side + 1e-4).all()
+    if strategy == "skeleton":
+        limbs = torch.from_numpy(CROWDPOSE14.limb_matrix())
+        assert (limbs[data.joint[i], data.joint[j]] > 0).all()
+    if strategy == "knn":  # every candidate keeps at least its k nearest partners
+        degree = torch.bincount(data.pair_index.flatten(), minlength=data.num_nodes)
+        assert (degree >= 4).all()
+
+
+def test_feature_switches_and_normalization(small_dataset):
+    ds, base, _ = _graph(small_dataset, GraphConfig(normalization="none"))
+    _, per_map, _ = _graph(small_dataset, GraphConfig(normalization="per_map"))
+    assert base.x.shape == per_map.x.shape == (base.num_nodes, 1 + 1 + 2 + 14)
+    assert not torch.allclose(base.x[:, :2], per_map.x[:, :2])  # tag and score standardized
+    assert torch.equal(base.tag, per_map.tag)  # the raw tag AE uses is never normalized
+    rich = GraphConfig(features={"all_tags": True, "all_heats": True})
+    _, g, _ = _graph(small_dataset, rich)
+    assert g.x.shape[1] == 1 + 14 + 1 + 2 + 14 + 14
+    with pytest.raises(ValueError, match="normalization"):
+        GraphConfig(normalization="global")
+
+
+def test_graphs_do_not_depend_on_the_process(small_dataset):
+    _, a, _ = _graph(small_dataset, index=3)
+    _, b, _ = _graph(small_dataset, index=3)
+    for key in ("x", "pos", "joint", "person"):
+        assert torch.equal(a[key], b[key])
+
+
+def test_cache_key_covers_data_and_every_vertex_setting(small_dataset):
+    ds = PoseMapsDataset(small_dataset)
+    key = cache_mod.cache_key(ds, ds.image_ids, GraphConfig())
+    assert key == cache_mod.cache_key(ds, ds.image_ids, GraphConfig())
+    variants = [GraphConfig(normalization="none"), GraphConfig(candidates={"top_k": 5}),
+                GraphConfig(features={"all_heats": True}), GraphConfig(match_threshold=0.7)]
+    keys = {cache_mod.cache_key(ds, ds.image_ids, v) for v in variants}
+    assert key not in keys and len(keys) == len(variants)
+    assert key != cache_mod.cache_key(ds, ds.image_ids[:-1], GraphConfig())
+
+
+def test_cache_is_built_once_and_never_half_written(small_dataset, tmp_path, monkeypatch):
+    ds = PoseMapsDataset(small_dataset)
+    path = cache_mod.cached_graphs(ds, ds.image_ids, GraphConfig(), tmp_path, "train",
+                                   progress=False)
+    stamp = path.stat().st_mtime_ns
+    assert cache_mod.cached_graphs(ds, ds.image_ids, GraphConfig(), tmp_path, "train",
+                                   progress=False) == path
+    assert path.stat().st_mtime_ns == stamp
+    assert len(cache_mod.load_graphs(path)) == len(ds)
+
+    calls = {"n": 0}
+    real = cache_mod.build_vertices
+
+    def dies_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "build_vertices", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        cache_mod.cached_graphs(ds, ds.image_ids, GraphConfig(normalization="none"), tmp_path,
+                                "train", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_path):
+    dm = PoseGraphDataModule({"kind": "maps", "train": str(small_dataset),
+                              "test": str(small_dataset), "val_fraction": 0.25,
+                              "cache_dir": str(tmp_path), "batch_size": 3}, GraphConfig(),
+                             progress=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    train_ids = {int(g.image_id) for g in dm.graphs["train"]}
+    val_ids = {int(g.image_id) for g in dm.graphs["val"]}
+    assert len(val_ids) == 2 and not train_ids & val_ids and len(train_ids) == 6
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 3
+    assert batch.pair_index.max() < batch.num_nodes
+    assert (batch.batch[batch.pair_index[0]] == batch.batch[batch.pair_index[1]]).all()
+    balance = dm.label_balance()
+    assert 0 < balance["positive_pairs"] < 0.5 and balance["matched_candidates"] > 0.5
+    assert dm.feature_mean.shape == (dm.dims()[0],)
+
+
+def test_datamodule_reports_missing_splits(tmp_path):
+    dm = PoseGraphDataModule({"kind": "maps", "cache_dir": str(tmp_path)}, GraphConfig())
+    with pytest.raises(ValueError, match="data.test is not set"):
+        dm.source("test")
