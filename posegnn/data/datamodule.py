@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
@@ -51,9 +51,28 @@ class DataConfig:
     test: str | None = None
     val_fraction: float = 0.1  # of train, when there is no val dataset
     split_seed: int = 0
+    shuffle_seed: int = 0  # training order is a function of (shuffle_seed, epoch)
     sigmas: list[float] | None = None  # for a layout other than crowdpose14 / coco17
     batch_size: int = 8
     num_workers: int = 0
+
+
+class EpochShuffle(Sampler[int]):
+    """Shuffles by (seed, epoch) alone, so a resumed run sees the same order as an
+    uninterrupted one (Lightning calls ``set_epoch`` each epoch)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class GraphList(Dataset):
@@ -220,7 +239,9 @@ class PoseGraphDataModule(L.LightningDataModule):
         return GraphList(self.graphs[split], self.edges)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.cfg.batch_size, shuffle=shuffle,
+        dataset = self.dataset(split)
+        sampler = EpochShuffle(len(dataset), self.cfg.shuffle_seed) if shuffle else None
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0)
 

@@ -1,0 +1,35 @@
+"""``posegnn-report SWEEP_DIR [--out DIR]``: the report of a multirun folder (report.md and
+PNG figures), answering the seed report's questions from the sweep's numbers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="posegnn-report",
+        description="Summarize a posegnn-train multirun: a table of every job (failed ones "
+                    "marked), loss curves, and the report's four questions answered from "
+                    "the numbers.")
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR",
+                        help="a multirun folder, e.g. outputs/multirun/2024-01-01_12-00-00")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where report.md and the PNGs go (default: SWEEP_DIR)")
+    args = parser.parse_args(argv)
+
+    from posegnn.report import build_report
+
+    try:
+        report = build_report(args.sweep_dir, args.out)
+    except FileNotFoundError as e:
+        print(f"posegnn-report: {e}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

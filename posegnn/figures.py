@@ -1,0 +1,250 @@
+"""Figures of the report and of training: examples (predicted people vs ground truth over
+the heatmaps), edge-probability histograms and loss curves.
+
+Figures are built with matplotlib's object interface (``Figure`` rendered by the Agg
+canvas), never through pyplot: nothing needs a screen, no global figure is left open,
+and a callback can draw while another library uses pyplot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import Affine2D
+
+from posegnn.io import atomic_write
+from posegnn.layouts import Layout
+from posegnn.types import People
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+@dataclass
+class Example:
+    """What one example panel pair needs: the image's heatmaps, its predicted and its
+    ground-truth people (all coordinates in image pixels)."""
+
+    image_id: int
+    width: float
+    height: float
+    heat: np.ndarray  # [Hh, Wh] max-projection of the heatmaps
+    map_to_image: np.ndarray  # [2, 3] affine from heatmap pixels to image pixels
+    predicted: np.ndarray  # [P, K, 3] x, y, score (score 0 = missing joint)
+    ground_truth: np.ndarray  # [G, K, 3] x, y, visibility (0 = unlabeled)
+    candidates: np.ndarray | None = None  # [N, 2] candidate positions
+    assignment: np.ndarray | None = None  # [N] predicted person of each candidate, -1 none
+
+
+def make_example(dataset, image_id: int, people: People,
+                 candidates: np.ndarray | None = None) -> Example:
+    """An :class:`Example` of ``image_id`` of a ``PoseMapsDataset`` with ``people`` found
+    by a grouping (``candidates``: the positions the grouping saw, to show the unused)."""
+    maps = dataset.load_maps(image_id)
+    img = dataset.image(image_id)
+    gt, _ = dataset.gt_keypoints(image_id) if dataset.has_annotations else (None, None)
+    k = dataset.layout.num_joints
+    return Example(
+        image_id=int(image_id), width=float(img["width"]), height=float(img["height"]),
+        heat=maps.heatmaps.max(axis=0), map_to_image=maps.map_to_image,
+        predicted=np.asarray(people.keypoints, dtype=np.float64).reshape(-1, k, 3),
+        ground_truth=np.zeros((0, k, 3)) if gt is None else gt,
+        candidates=None if candidates is None else np.asarray(candidates).reshape(-1, 2),
+        assignment=np.asarray(people.assignment) if candidates is not None else None)
+
+
+def person_colors(n: int) -> list:
+    """``n`` distinguishable colours (tab20 order, light shades last)."""
+    cmap = matplotlib.colormaps["tab20"]
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return [cmap(order[i % 20]) for i in range(n)]
+
+
+def _show_heat(ax, heat: np.ndarray, affine: np.ndarray, width: float, height: float) -> None:
+    """The heatmap drawn in image coordinates through the dataset's affine."""
+    hh, wh = heat.shape
+    matrix = np.eye(3)
+    matrix[:2] = affine
+    im = ax.imshow(heat, cmap="gray", vmin=0.0, vmax=max(float(heat.max()), 1e-6),
+                   extent=(-0.5, wh - 0.5, hh - 0.5, -0.5), interpolation="bilinear")
+    im.set_transform(Affine2D(matrix) + ax.transData)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_skeletons(ax, keypoints: np.ndarray, layout: Layout, colors: Sequence | None = None,
+                   linewidth: float = 1.8, markersize: float = 3.5) -> None:
+    """People [P, K, 3] (third value > 0 where the joint exists) as limbs and joints,
+    one colour per person."""
+    colors = list(colors) if colors is not None else person_colors(len(keypoints))
+    for p, kps in enumerate(keypoints):
+        present = kps[:, 2] > 0
+        color = colors[p % len(colors)]
+        for a, b in layout.limbs:
+            if present[a] and present[b]:
+                ax.plot(kps[[a, b], 0], kps[[a, b], 1], color=color, lw=linewidth,
+                        solid_capstyle="round")
+        ax.plot(kps[present, 0], kps[present, 1], "o", color=color, ms=markersize,
+                mec="white", mew=0.5)
+
+
+def draw_examples(examples: Sequence[Example], layout: Layout,
+                  titles: tuple[str, str] = ("prediction", "ground truth"),
+                  panel_size: float = 4.0) -> Figure:
+    """The "Examples" slide: one row per image, predicted people (left) and ground truth
+    (right) drawn over the max-projection of the image's heatmaps, one colour per person.
+    Candidates the grouping left unassigned show as small crosses."""
+    rows = max(len(examples), 1)
+    fig = _figure(figsize=(2 * panel_size, panel_size * rows))
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for row, ex in zip(axes, examples, strict=False):
+        for ax, people, title in zip(row, (ex.predicted, ex.ground_truth), titles,
+                                     strict=True):
+            _show_heat(ax, ex.heat, ex.map_to_image, ex.width, ex.height)
+            draw_skeletons(ax, people, layout)
+            ax.set_title(f"image {ex.image_id}: {title} ({len(people)} people)", fontsize=9)
+        if ex.candidates is not None and ex.assignment is not None:
+            free = ex.candidates[np.asarray(ex.assignment) < 0]
+            row[0].plot(free[:, 0], free[:, 1], "x", color="0.75", ms=4, mew=0.8,
+                        label="unassigned candidate")
+    for ax in axes.flat[2 * len(examples):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def edge_probability_histogram(probs: np.ndarray, labels: np.ndarray, bins: int = 20,
+                               threshold: float | None = 0.5, title: str | None = None
+                               ) -> Figure:
+    """Histogram of predicted same-person probabilities, same-person pairs (label 1) and
+    different-person pairs (label 0) apart."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1) > 0.5
+    if probs.shape != labels.shape:
+        raise ValueError(f"{len(probs)} probabilities for {len(labels)} labels")
+    fig = _figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ax.hist(probs[~labels], bins=edges, alpha=0.6, color="tab:red",
+            label=f"different people ({int((~labels).sum())})")
+    ax.hist(probs[labels], bins=edges, alpha=0.6, color="tab:blue",
+            label=f"same person ({int(labels.sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="0.3", ls="--", lw=1)
+    ax.set_yscale("log" if len(probs) and _skewed(probs, edges) else "linear")
+    ax.set_xlabel("predicted same-person probability")
+    ax.set_ylabel("pairs")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _skewed(values: np.ndarray, edges: np.ndarray) -> bool:
+    counts, _ = np.histogram(values, bins=edges)
+    nonzero = counts[counts > 0]
+    return len(nonzero) > 1 and nonzero.max() > 30 * nonzero.min()
+
+
+def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
+                groups: Mapping[str, object] | None = None, group_name: str | None = None,
+                keys: Sequence[str] = ("train/loss", "val/loss"),
+                title: str | None = None) -> Figure:
+    """Per-epoch curves of every run overlaid, one panel per key (train and val loss).
+
+    ``curves`` maps a run's label to ``{"epoch": [...], key: [...]}`` (NaN where a key was
+    not logged). With ``groups`` (label -> value of the swept variable) runs are coloured
+    by their group and told apart within it by line style; otherwise each run has its own
+    colour."""
+    labels = list(curves)
+    if groups:
+        values = sorted({str(groups[lb]) for lb in labels})
+        palette = dict(zip(values, person_colors(len(values)), strict=True))
+        seen: dict[str, int] = {}
+        style = {}
+        for lb in labels:
+            g = str(groups[lb])
+            style[lb] = (palette[g], LINESTYLES[seen.get(g, 0) % len(LINESTYLES)])
+            seen[g] = seen.get(g, 0) + 1
+    else:
+        style = {lb: (c, "-") for lb, c in zip(labels, person_colors(len(labels)),
+                                                            strict=True)}
+    fig = _figure(figsize=(5.5 * len(keys), 4))
+    axes = fig.subplots(1, len(keys), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for lb in labels:
+            epoch = np.asarray(curves[lb].get("epoch", []), dtype=np.float64)
+            y = np.asarray(curves[lb].get(key, [np.nan] * len(epoch)), dtype=np.float64)
+            ok = np.isfinite(y)
+            if ok.any():
+                color, ls = style[lb]
+                ax.plot(epoch[ok], y[ok], ls, color=color, marker=".", ms=4, lw=1.3,
+                        alpha=0.9, label=lb if not groups else None)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("loss" if all("loss" in k for k in keys) else "value")
+    if groups:
+        handles = [Line2D([], [], color=palette[v], lw=2) for v in values]
+        axes[0][-1].legend(handles, values, title=group_name, fontsize=8, title_fontsize=8)
+    elif labels:
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", fontsize=7,
+                   ncol=min(3, len(labels)), frameon=False)
+        fig.subplots_adjust(bottom=0.12 + 0.035 * ((len(labels) + 2) // 3))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    if groups or not labels:
+        fig.tight_layout()
+    return fig
+
+
+def bar_chart(values: Mapping[str, Mapping[str, float | None]], ylabel: str,
+              title: str | None = None) -> Figure:
+    """Grouped bars: ``values[run][series]`` (e.g. AP of gnn, ae and oracle per job)."""
+    runs = list(values)
+    series = sorted({s for v in values.values() for s in v}, key=_series_order)
+    fig = _figure(figsize=(max(6.0, 0.7 * len(runs) * max(len(series), 1)), 4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(runs))
+    for i, (s, color) in enumerate(zip(series, person_colors(len(series)),
+                                                       strict=True)):
+        ys = [values[r].get(s) for r in runs]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width,
+               [np.nan if y is None else y for y in ys], width, label=s, color=color)
+    ax.set_xticks(x)
+    ax.set_xticklabels(runs, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _series_order(name: str) -> tuple[int, str]:
+    order = {"gnn": 0, "ae": 1, "oracle": 2}
+    return order.get(name, 3), name
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG (atomically: a failed write leaves no half file)."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))

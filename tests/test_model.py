@@ -1,0 +1,138 @@
+"""The network and LightningModule: fitting, variants, invariance, checkpoints."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from posegnn.checkpoints import check_graph_compatible, load_module
+from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+from posegnn.data.maps import PoseMapsDataset
+from posegnn.layouts import CROWDPOSE14
+from posegnn.models.layers import CONVS
+from posegnn.models.module import PosegnnModule
+
+
+@pytest.fixture(scope="module")
+def graphs(small_dataset):
+    ds = PoseMapsDataset(small_dataset)
+    cfg = GraphConfig()
+    edges = AddEdges(ds.layout, cfg.edges)
+    out = []
+    for image_id in ds.image_ids[:4]:
+        gt, areas = ds.gt_keypoints(image_id)
+        out.append(edges(build_vertices(ds.load_maps(image_id), ds.layout, cfg, gt, areas)))
+    return out
+
+
+def _module(graphs, **model) -> PosegnnModule:
+    g = graphs[0]
+    return PosegnnModule(g.x.shape[1], g.edge_attr.shape[1], model=model,
+                         graph=GraphConfig().to_dict())
+
+
+def _loader(graphs, batch_size: int | None = None) -> DataLoader:
+    return DataLoader(graphs, batch_size=batch_size or len(graphs))
+
+
+def _trainer(tmp_path, epochs: int) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=str(tmp_path), deterministic=True)
+
+
+def test_overfits_a_handful_of_graphs(graphs, tmp_path):
+    L.seed_everything(0)
+    module = _module(graphs, hidden=64)
+    module.hparams.optimizer["lr"] = module.optim_cfg.lr = 3e-3
+    batch = Batch.from_data_list(graphs)
+    _trainer(tmp_path, 150).fit(module, train_dataloaders=_loader(graphs))
+    module.eval()
+    with torch.no_grad():
+        logits = module(batch)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.y)
+    acc = ((logits > 0).float() == batch.y).float().mean()
+    assert loss < 0.05 and acc > 0.99
+
+
+@pytest.mark.parametrize("conv", CONVS)
+@pytest.mark.parametrize("pair", ["symmetric", "concat"])
+def test_every_variant_trains_and_ignores_vertex_order(graphs, conv, pair, tmp_path):
+    L.seed_everything(0)
+    module = _module(graphs, conv=conv, pair=pair, classifier_edge_attr=pair == "symmetric")
+    _trainer(tmp_path, 1).fit(module, train_dataloaders=_loader(graphs[:2]))
+    module.eval()
+    g = graphs[1]
+    perm = torch.randperm(g.num_nodes, generator=torch.Generator().manual_seed(1))
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(len(perm))
+    permuted = g.clone()
+    for key in ("x", "pos", "joint", "score", "tag", "feat_tag", "person"):
+        permuted[key] = g[key][perm]
+    permuted.pair_index = inverse[g.pair_index]
+    permuted.edge_index = inverse[g.edge_index]
+    with torch.no_grad():
+        assert torch.allclose(module(g), module(permuted), atol=1e-5)
+        if pair == "symmetric":  # a pair has no direction
+            flipped = g.clone()
+            flipped.pair_index = g.pair_index.flip(0)
+            flipped.pair_attr, flipped.pair_attr_rev = g.pair_attr_rev, g.pair_attr
+            assert torch.allclose(module(g), module(flipped), atol=1e-5)
+
+
+def test_graphs_of_any_size_including_no_pairs(graphs, tmp_path):
+    empty = graphs[0].clone()
+    keep = empty.joint == 0
+    for key in ("x", "pos", "joint", "score", "tag", "feat_tag", "person"):
+        empty[key] = empty[key][keep]
+    empty.num_nodes = int(keep.sum())
+    empty = AddEdges(CROWDPOSE14, GraphConfig().edges)(empty)
+    assert empty.pair_index.shape[1] == 0
+    module = _module(graphs)
+    _trainer(tmp_path, 1).fit(module, train_dataloaders=_loader([empty, *graphs[:2]], 1))
+    module.eval()
+    with torch.no_grad():
+        assert module(empty).shape == (0,)
+        mixed = Batch.from_data_list([graphs[0], empty, graphs[1]])
+        n0, n1 = graphs[0].pair_index.shape[1], graphs[1].pair_index.shape[1]
+        assert module(mixed).shape == (n0 + n1,)
+
+
+def test_checkpoint_reloads_to_identical_predictions(graphs, tmp_path):
+    stats = torch.rand(graphs[0].x.shape[1])
+    module = PosegnnModule(graphs[0].x.shape[1], graphs[0].edge_attr.shape[1],
+                           model={"conv": "edgeconv_attr"}, graph=GraphConfig().to_dict(),
+                           feature_mean=stats.tolist(), feature_std=(stats + 1).tolist())
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(module, train_dataloaders=_loader(graphs[:2]))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_module(path)
+    module.eval()
+    batch = Batch.from_data_list(graphs)
+    with torch.no_grad():
+        assert torch.equal(module(batch), loaded(batch))
+    assert torch.equal(loaded.net.feature_mean, stats)
+    assert loaded.hparams.graph == GraphConfig().to_dict()
+
+
+def test_checkpoint_refuses_graphs_built_otherwise():
+    trained = GraphConfig().to_dict()
+    check_graph_compatible(trained, GraphConfig(match_threshold=0.3).to_dict(), "x.ckpt")
+    with pytest.raises(ValueError, match="graph.normalization: trained 'per_map', now 'none'"):
+        check_graph_compatible(trained, GraphConfig(normalization="none").to_dict(), "x.ckpt")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+@pytest.mark.parametrize("scheduler", ["none", "cosine", "step", "plateau"])
+def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path):
+    g = graphs[0]
+    module = PosegnnModule(g.x.shape[1], g.edge_attr.shape[1], optimizer={"name": name},
+                           scheduler={"name": scheduler, "warmup_epochs": 1},
+                           loss={"pos_weight": 3.0})
+    loader = _loader(graphs[:2])
+    _trainer(tmp_path, 2).fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    assert torch.isfinite(torch.tensor(float(module.trainer.callback_metrics["train/loss"])))
