@@ -65,6 +65,31 @@ def person_colors(n: int) -> list:
     return [cmap(order[i % 20]) for i in range(n)]
 
 
+def matched_colors(predicted: np.ndarray, ground_truth: np.ndarray) -> tuple[list, list]:
+    """Colours of predicted and ground-truth people such that a prediction matched to a
+    ground-truth person (smallest mean distance over their common joints, one to one)
+    has that person's colour; unmatched predictions get colours of their own."""
+    n_pred, n_gt = len(predicted), len(ground_truth)
+    palette = person_colors(n_gt + n_pred)
+    gt_colors = palette[:n_gt]
+    pred_colors: list = [None] * n_pred
+    if n_pred and n_gt:
+        from scipy.optimize import linear_sum_assignment
+
+        cost = np.full((n_pred, n_gt), 1e9)
+        for i, p in enumerate(predicted):
+            for j, g in enumerate(ground_truth):
+                common = (p[:, 2] > 0) & (g[:, 2] > 0)
+                if common.any():
+                    cost[i, j] = np.linalg.norm(p[common, :2] - g[common, :2], axis=1).mean()
+        for i, j in zip(*linear_sum_assignment(cost), strict=True):
+            if cost[i, j] < 1e9:
+                pred_colors[i] = gt_colors[j]
+    spare = iter(palette[n_gt:])
+    pred_colors = [c if c is not None else next(spare) for c in pred_colors]
+    return pred_colors, gt_colors
+
+
 def _show_heat(ax, heat: np.ndarray, affine: np.ndarray, width: float, height: float) -> None:
     """The heatmap drawn in image coordinates through the dataset's affine."""
     hh, wh = heat.shape
@@ -106,10 +131,11 @@ def draw_examples(examples: Sequence[Example], layout: Layout,
     fig = _figure(figsize=(2 * panel_size, panel_size * rows))
     axes = fig.subplots(rows, 2, squeeze=False)
     for row, ex in zip(axes, examples, strict=False):
-        for ax, people, title in zip(row, (ex.predicted, ex.ground_truth), titles,
-                                     strict=True):
+        pred_colors, gt_colors = matched_colors(ex.predicted, ex.ground_truth)
+        for ax, people, title, colors in zip(row, (ex.predicted, ex.ground_truth), titles,
+                                             (pred_colors, gt_colors), strict=True):
             _show_heat(ax, ex.heat, ex.map_to_image, ex.width, ex.height)
-            draw_skeletons(ax, people, layout)
+            draw_skeletons(ax, people, layout, colors)
             ax.set_title(f"image {ex.image_id}: {title} ({len(people)} people)", fontsize=9)
         if ex.candidates is not None and ex.assignment is not None:
             free = ex.candidates[np.asarray(ex.assignment) < 0]
@@ -198,13 +224,11 @@ def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
         handles = [Line2D([], [], color=palette[v], lw=2) for v in values]
         axes[0][-1].legend(handles, values, title=group_name, fontsize=8, title_fontsize=8)
     elif labels:
-        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", fontsize=7,
-                   ncol=min(3, len(labels)), frameon=False)
-        fig.subplots_adjust(bottom=0.12 + 0.035 * ((len(labels) + 2) // 3))
+        axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
+                           ncol=1 if len(labels) <= 18 else 2, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    if groups or not labels:
-        fig.tight_layout()
+    fig.tight_layout()
     return fig
 
 
@@ -247,4 +271,5 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG (atomically: a failed write leaves no half file)."""
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi,
+                                                    bbox_inches="tight"))

@@ -604,11 +604,14 @@ def _factor_figure(jobs: Sequence[Job], factor: Factor | None, labels: dict[str,
     with_curves = [j for j in jobs if j.curves]
     if not with_curves:
         return None
-    curves = {f"#{j.name} {labels[j.name]}": j.curves for j in with_curves}
+    # long override lists would swamp the legend: number the jobs as the Jobs table does
+    short = len(with_curves) > 1 and max(len(labels[j.name]) for j in with_curves) > 30
+    names = {j.name: f"#{j.name}" if short else f"#{j.name} {labels[j.name]}"
+             for j in with_curves}
+    curves = {names[j.name]: j.curves for j in with_curves}
     groups = None
     if factor is not None:
-        groups = {f"#{j.name} {labels[j.name]}": _fmt_value(factor_value(j, factor))
-                  for j in with_curves}
+        groups = {names[j.name]: _fmt_value(factor_value(j, factor)) for j in with_curves}
     return save_figure(loss_curves(curves, groups=groups,
                                    group_name=factor.leaf if factor else None,
                                    title=title), path)

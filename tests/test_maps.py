@@ -146,13 +146,15 @@ def test_prediction_dataset_without_annotations(dataset_copy):
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | st.text(max_size=4),
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True)
+    | st.text(max_size=4),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
                                                                  max_size=3),
     max_leaves=8)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(["images", "annotations", "categories", "id", "keypoints",
                               "width", "bbox", "image_id"]), value=_json_values)
 def test_malformed_annotations_never_crash_uncleanly(dataset_copy, field, value):

@@ -338,3 +338,22 @@ def test_merge_swap_and_local_render():
     swapped = swapped_channels(lay, np.zeros(2, dtype=bool), 1.0, rng)
     assert (swapped == lay.flip_permutation()).all()
     assert (swapped_channels(lay, np.zeros(2, dtype=bool), 0.0, rng) == np.arange(14)).all()
+
+
+def test_an_image_nobody_lands_in_is_written_empty(tmp_path, monkeypatch):
+    """When every drawn person falls outside the image, the image has no people."""
+    from posegnn.data.maps import PoseMapsDataset
+    from posegnn.data.synthetic import scene as scene_mod
+
+    place = scene_mod._place_bodies
+
+    def outside(rng, w, h, spec):
+        joints, labeled, behind, heights = place(rng, w, h, spec)
+        return joints + 10 * max(w, h), labeled, behind, heights
+
+    monkeypatch.setattr(scene_mod, "_place_bodies", outside)
+    out = generate_dataset(tmp_path / "empty", SyntheticConfig(num_images=2, crowd="easy"),
+                           progress=False)
+    ds = PoseMapsDataset(out)
+    assert ds.annotations == [] and all(img["crowd_index"] == 0.0 for img in ds.images)
+    assert ds.load_maps(1).heatmaps.shape == (14, 256, 256)

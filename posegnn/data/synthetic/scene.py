@@ -213,6 +213,9 @@ def _draw_people(rng, layout: Layout, w: int, h: int, spec: dict) -> dict:
         a[keep] for a in (full, joints, labeled, behind, in_img, heights))
     regions = make_regions(layout, joints, np.ones(joints.shape[:2], dtype=bool), heights)
     p, k = joints.shape[:2]
+    if p == 0:  # nobody landed in the image
+        return dict(joints=joints, vis=np.zeros((0, k), dtype=np.int64), heights=heights,
+                    regions=regions, boxes=np.zeros((0, 4)), ci=0.0)
     caps = capsule_distance(joints.reshape(-1, 2), regions).reshape(p, k, p, -1)
     inside = caps.min(axis=3) < 1.0  # [P, K, P owner]
     bottom = full[:, :, 1].max(axis=1) + rng.normal(0.0, 0.03, p) * heights

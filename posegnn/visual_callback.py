@@ -1,0 +1,113 @@
+"""A training callback that draws what the model does: predicted people vs ground truth
+on a few validation images, and the histogram of edge probabilities."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+
+from posegnn.evaluation.runner import candidates_of, edge_probabilities
+from posegnn.figures import (
+    draw_examples,
+    edge_probability_histogram,
+    make_example,
+    save_figure,
+)
+from posegnn.grouping import build_grouping
+
+log = logging.getLogger(__name__)
+
+
+class PredictionFigures(L.Callback):
+    """Every ``every_n_epochs`` validations (and once at the end of fit), on the first
+    ``num_images`` validation graphs: run the model, group with ``gnn``, draw the examples
+    and the edge-probability histogram of the whole validation split.
+
+    PNGs go to ``<out_dir>/figures/`` (``out_dir`` defaults to the trainer's
+    ``default_root_dir``) as ``val_examples_epoch<N>.png`` and
+    ``val_edge_prob_hist_epoch<N>.png``; a W&B logger also gets them as ``val/examples``
+    and ``val/edge_prob_hist`` images, with a ``val/edge_prob`` histogram.
+    ``grouping`` holds the gnn grouping's settings (``cfg.grouping.gnn``)."""
+
+    def __init__(self, every_n_epochs: int = 5, num_images: int = 4,
+                 out_dir: str | Path | None = None, grouping: dict | None = None,
+                 max_hist_images: int = 200) -> None:
+        if every_n_epochs < 0 or num_images < 0:
+            raise ValueError("every_n_epochs and num_images must be >= 0")
+        self.every = int(every_n_epochs)
+        self.num_images = int(num_images)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.grouping = dict(grouping or {})
+        self.max_hist_images = int(max_hist_images)
+        self._drawn_epoch: int | None = None
+        self.saved: list[Path] = []
+
+    # -- hooks ----------------------------------------------------------------------------
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.every <= 0:
+            return
+        if (trainer.current_epoch + 1) % self.every == 0:
+            self.draw(trainer, pl_module, trainer.current_epoch)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = max(trainer.current_epoch - 1, 0)  # the loop has moved past the last epoch
+        if self._drawn_epoch != last:
+            self.draw(trainer, pl_module, last)
+
+    # -- the work -------------------------------------------------------------------------
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> list[Path]:
+        if not trainer.is_global_zero:
+            return []
+        dm = trainer.datamodule
+        if dm is None:
+            log.warning("PredictionFigures needs a datamodule; no figures drawn")
+            return []
+        dataset = dm.dataset("val")
+        n_hist = min(len(dataset), self.max_hist_images)
+        if n_hist == 0:
+            return []
+        graphs = [dataset[i] for i in range(n_hist)]
+        was_training = pl_module.training
+        try:
+            probs = edge_probabilities(pl_module, graphs, batch_size=dm.cfg.batch_size)
+        finally:
+            pl_module.train(was_training)
+        out = (self.out_dir or Path(trainer.default_root_dir)) / "figures"
+        paths: dict[str, Path] = {}
+        labels = np.concatenate([g.y.numpy() for g in graphs])
+        all_probs = np.concatenate(probs) if probs else np.zeros(0)
+        paths["val/edge_prob_hist"] = save_figure(
+            edge_probability_histogram(all_probs, labels, threshold=self.grouping.get(
+                "threshold", 0.5), title=f"validation pairs, epoch {epoch}"),
+            out / f"val_edge_prob_hist_epoch{epoch:03d}.png")
+        if self.num_images > 0:
+            grouping = build_grouping("gnn", layout=dm.layout, **self.grouping)
+            source, _ = dm.source("val")
+            examples = []
+            for g, p in list(zip(graphs, probs, strict=True))[:self.num_images]:
+                cands = candidates_of(g)
+                people = grouping.group(cands, pair_index=g.pair_index.numpy(), prob=p)
+                examples.append(make_example(source, int(g.image_id), people, cands.pos))
+            paths["val/examples"] = save_figure(
+                draw_examples(examples, dm.layout),
+                out / f"val_examples_epoch{epoch:03d}.png")
+        self._drawn_epoch = epoch
+        self.saved.extend(paths.values())
+        self._log_wandb(trainer, paths, all_probs)
+        return list(paths.values())
+
+    @staticmethod
+    def _log_wandb(trainer: L.Trainer, paths: dict[str, Path], probs: np.ndarray) -> None:
+        loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        if not loggers:
+            return
+        import wandb
+
+        payload = {key: wandb.Image(str(path)) for key, path in paths.items()}
+        if len(probs):
+            payload["val/edge_prob"] = wandb.Histogram(probs)
+        for lg in loggers:
+            lg.log_metrics(payload, step=trainer.global_step)
