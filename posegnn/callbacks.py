@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
+from posegnn.data.datamodule import GraphList
 from posegnn.evaluation.runner import evaluate_groupings
 
 
@@ -23,10 +24,8 @@ class ValGroupingAP(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
             return
         dm = trainer.datamodule
-        dataset = dm.dataset("val")
-        n = min(len(dataset), self.max_images)
-        subset = [dataset[i] for i in range(n)]
-        ids = [int(g.image_id) for g in subset]
+        subset = GraphList(dm.graphs["val"][:self.max_images], dm.edges)
+        ids = [int(g.image_id) for g in subset.graphs]
         ds, _ = dm.source("val")
         gt = ds.coco_dict(ids)
         was_training = pl_module.training

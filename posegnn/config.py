@@ -72,6 +72,8 @@ class CallbacksConfig:
     patience: int = 5
     val_ap_every_n_epochs: int = 0  # 0: no grouping AP during training
     val_ap_max_images: int = 100
+    figures_every_n_epochs: int = 5  # prediction-vs-truth PNGs (and W&B images); 0: none
+    figures_num_images: int = 4
 
 
 @dataclass
@@ -124,6 +126,7 @@ class TrainConfig:
     finetune_from: str | None = None  # start from these weights with a new optimizer
     test: bool = True
     progress: bool = True
+    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
 
 
 @dataclass
@@ -139,6 +142,7 @@ class EvalConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     batch_size: int = 8
     progress: bool = True
+    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
 
 
 @dataclass
@@ -153,6 +157,7 @@ class PredictConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     batch_size: int = 8
     progress: bool = True
+    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
 
 
 @dataclass

@@ -27,6 +27,6 @@ def predict(cfg: DictConfig) -> int:
         raise SystemExit("posegnn-predict: the oracle grouping needs ground truth; "
                          "use posegnn-eval")
     settings = OmegaConf.to_container(cfg.groupings, resolve=True).get(cfg.grouping) or {}
-    results, _ = group_images(cfg.grouping, settings, ds.layout, dataset, probs, cfg.progress)
+    results, _ = group_images(cfg.grouping, settings, ds.layout, graphs, probs, cfg.progress)
     write_json(cfg.out, results)
     return len(results)

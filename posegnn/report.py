@@ -27,6 +27,7 @@ from posegnn.io import atomic_write
 
 STATUS_FILE = "job_status.json"
 REL_TOL = 0.02  # a loss change smaller than 2% counts as flat
+TIE = 5e-4  # metric differences below the report's 3 decimals are ties
 
 
 # -- reading a sweep ----------------------------------------------------------------------
@@ -266,6 +267,7 @@ class Comparison:
     values: list  # factor values, sorted
     groups: dict  # value -> [(job, metric value)]
     matched: list[tuple[tuple, dict]]  # (other settings, {value: (job, metric value)})
+    follows: list[str] = field(default_factory=list)  # leaves that move with the factor
 
     def mean(self, value) -> float:
         return float(np.mean([m for _, m in self.groups[value]]))
@@ -277,13 +279,18 @@ class Comparison:
     def wins(self, value) -> tuple[int, int]:
         """(settings where ``value`` is the best, settings compared with it)."""
         won = total = 0
-        better = min if self.metric.lower_is_better else max
+        sign = 1.0 if self.metric.lower_is_better else -1.0
         for _, by_value in self.matched:
             if value in by_value:
                 total += 1
-                best = better(by_value, key=lambda v: by_value[v][1])
-                won += best == value
+                mine = sign * by_value[value][1]
+                won += all(mine < sign * m - TIE for v, (_, m) in by_value.items()
+                           if v != value)  # a tie is no win
         return won, total
+
+    def tied(self) -> bool:
+        means = [self.mean(v) for v in self.values]
+        return max(means) - min(means) < TIE
 
 
 def compare(jobs: Sequence[Job], factor: Factor, metric: Metric) -> Comparison | None:
@@ -295,13 +302,17 @@ def compare(jobs: Sequence[Job], factor: Factor, metric: Metric) -> Comparison |
     if len(values) < 2:
         return None
     groups: dict = {v: [(j, m) for j, vv, m in rows if vv == v] for v in values}
-    others = [k for k in varying_leaves([j for j, _, _ in rows]) if not factor.owned(k)]
+    varying = varying_leaves([j for j, _, _ in rows])
+    # a kept leaf (optimizer.lr) that only follows the factor's defaults moves with it
+    follows = [k for k in varying if k in factor.keeps and all(
+        len({repr(j.config.get(k)) for j, vv, _ in rows if vv == v}) == 1 for v in values)]
+    others = [k for k in varying if not factor.owned(k) and k not in follows]
     settings: dict[tuple, dict] = defaultdict(dict)
     for j, v, m in rows:
         key = tuple((k, _fmt_value(j.config.get(k))) for k in others)
         settings[key].setdefault(v, (j, m))
     matched = [(k, by_value) for k, by_value in settings.items() if len(by_value) > 1]
-    return Comparison(factor, metric, values, groups, matched)
+    return Comparison(factor, metric, values, groups, matched, follows)
 
 
 def _jobs_list(jobs: Iterable[Job]) -> str:
@@ -336,6 +347,10 @@ def comparison_markdown(jobs: Sequence[Job], factor: Factor, metrics: Sequence[M
         cells += [_num(c.mean(v)) if v in c.groups else "-" for c in comps]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if comps[0].follows:
+        lines.append(f"(The jobs also differ in {', '.join(f'`{k}`' for k in comps[0].follows)}"
+                     ", which follows the value of "
+                     f"`{factor.leaf}` here: it is compared along with it.)\n")
     verdicts: dict = {}
     for c in comps:
         best = c.best_value()
@@ -344,6 +359,10 @@ def comparison_markdown(jobs: Sequence[Job], factor: Factor, metrics: Sequence[M
         word = "lower" if c.metric.lower_is_better else "higher"
         diffs = ", ".join(f"{_num(c.mean(best))} vs {_num(c.mean(v))} for "
                           f"`{names.get(v, _fmt_value(v))}`" for v in others)
+        if c.tied():
+            lines.append(f"- {c.metric.label}: the same mean ({_num(c.mean(best))}) for every "
+                         "value.")
+            continue
         text = (f"- {c.metric.label}: `{names.get(best, _fmt_value(best))}` has the {word} "
                 f"mean ({diffs})")
         if total:
@@ -490,8 +509,8 @@ def question_2(jobs: Sequence[Job], labels: dict[str, str]) -> str:
     usable = [j for j in done if diag[j.name].usable]
     over = [j for j in usable if diag[j.name].overfitting]
     high = [j for j in usable if diag[j.name].lr_too_high]
-    lrs = sorted({factor_value(j, LR) for j in usable if factor_value(j, LR) is not None})
-    if len(lrs) > 1:
+    lrs = sorted({factor_value(j, LR) for j in done if factor_value(j, LR) is not None})
+    if len(lrs) > 1 and usable:
         for lr in lrs:
             at = [j for j in usable if factor_value(j, LR) == lr]
             n_high = sum(diag[j.name].lr_too_high for j in at)
@@ -499,7 +518,7 @@ def question_2(jobs: Sequence[Job], labels: dict[str, str]) -> str:
             lines.append(f"- lr {_fmt_value(lr)}: {n_high}/{len(at)} jobs with a rising or "
                          f"oscillating train loss, {n_over}/{len(at)} overfitting.")
         lines.append("")
-    else:
+    elif len(lrs) <= 1:
         lines.append(f"- The learning rate is not swept (every job: lr "
                      f"{', '.join(_fmt_value(v) for v in lrs) or 'unknown'}).\n")
     n_epochs = max((len(j.curves.get("epoch", [])) for j in usable), default=0)
@@ -519,15 +538,18 @@ def question_2(jobs: Sequence[Job], labels: dict[str, str]) -> str:
             bits.append(f"overfitting in {_jobs_list(over)} (val rises after its minimum "
                         "while train keeps falling)")
         answer = "**Answer:** " + "; ".join(bits) + "."
-        if high and len(lrs) > 1:
+        ulrs = sorted({factor_value(j, LR) for j in usable} - {None})
+        if high and len(ulrs) > 1:
             rate = {lr: np.mean([diag[j.name].lr_too_high for j in usable
-                                 if factor_value(j, LR) == lr]) for lr in lrs}
-            if rate[lrs[-1]] > rate[lrs[0]]:
-                answer += (f" The unstable train loss is more frequent at lr "
-                           f"{_fmt_value(lrs[-1])} ({rate[lrs[-1]]:.0%} of its jobs) than at "
-                           f"{_fmt_value(lrs[0])} ({rate[lrs[0]]:.0%}): the learning rate.")
+                                 if factor_value(j, LR) == lr]) for lr in ulrs}
+            lo, hi = ulrs[0], ulrs[-1]
+            if rate[hi] > rate[lo]:
+                answer += (f" The unstable train loss is more frequent at lr {_fmt_value(hi)}"
+                           f" ({rate[hi]:.0%} of its jobs) than at {_fmt_value(lo)} "
+                           f"({rate[lo]:.0%}): the learning rate is the cause.")
             else:
-                answer += " It is not more frequent at the higher learning rate."
+                answer += (" It is not more frequent at the higher learning rate, so the "
+                           "learning rate alone does not explain it.")
     return "\n".join(lines) + "\n" + answer
 
 

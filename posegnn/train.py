@@ -18,6 +18,7 @@ from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
 from posegnn.loggers import build_loggers, finish_wandb
 from posegnn.models.module import PosegnnModule
+from posegnn.visual_callback import PredictionFigures
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     if every > 0:
         callbacks.append(ValGroupingAP(OmegaConf.to_container(cfg.grouping), every,
                                        c.val_ap_max_images))
+    if c.figures_every_n_epochs > 0:
+        callbacks.append(PredictionFigures(c.figures_every_n_epochs, c.figures_num_images,
+                                           out_dir, OmegaConf.to_container(cfg.grouping.gnn)))
     if cfg.logger.csv or cfg.logger.tensorboard or cfg.logger.wandb.enabled:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     return callbacks

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
+from posegnn.data.datamodule import GraphList
 from posegnn.evaluation.runner import candidates_of, edge_probabilities
 from posegnn.figures import (
     draw_examples,
@@ -69,16 +70,17 @@ class PredictionFigures(L.Callback):
         n_hist = min(len(dataset), self.max_hist_images)
         if n_hist == 0:
             return []
-        graphs = [dataset[i] for i in range(n_hist)]
+        graphs = dataset.graphs[:n_hist]
         was_training = pl_module.training
         try:
-            probs = edge_probabilities(pl_module, graphs, batch_size=dm.cfg.batch_size)
+            scores = edge_probabilities(pl_module, GraphList(graphs, dataset.transform),
+                                        batch_size=dm.cfg.batch_size)
         finally:
             pl_module.train(was_training)
         out = (self.out_dir or Path(trainer.default_root_dir)) / "figures"
         paths: dict[str, Path] = {}
-        labels = np.concatenate([g.y.numpy() for g in graphs])
-        all_probs = np.concatenate(probs) if probs else np.zeros(0)
+        labels = np.concatenate([s.y for s in scores])
+        all_probs = np.concatenate([s.prob for s in scores])
         paths["val/edge_prob_hist"] = save_figure(
             edge_probability_histogram(all_probs, labels, threshold=self.grouping.get(
                 "threshold", 0.5), title=f"validation pairs, epoch {epoch}"),
@@ -87,9 +89,9 @@ class PredictionFigures(L.Callback):
             grouping = build_grouping("gnn", layout=dm.layout, **self.grouping)
             source, _ = dm.source("val")
             examples = []
-            for g, p in list(zip(graphs, probs, strict=True))[:self.num_images]:
+            for g, s in list(zip(graphs, scores, strict=True))[:self.num_images]:
                 cands = candidates_of(g)
-                people = grouping.group(cands, pair_index=g.pair_index.numpy(), prob=p)
+                people = grouping.group(cands, pair_index=s.pair_index, prob=s.prob)
                 examples.append(make_example(source, int(g.image_id), people, cands.pos))
             paths["val/examples"] = save_figure(
                 draw_examples(examples, dm.layout),

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)  # as the entry points do: small graphs run fastest on one thread
 REPO = Path(__file__).resolve().parents[1]
 DEV_POSES = REPO.parent / "shared" / "data" / "crowdpose_val_dev.json"
 

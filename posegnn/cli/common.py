@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from posegnn.config import CONF_DIR, register_schemas
 
 register_schemas()
-__all__ = ["CONF_DIR", "hydra_run_info", "quiet_third_party"]
+__all__ = ["CONF_DIR", "hydra_run_info", "prepare_runtime"]
 
 
 def hydra_run_info() -> tuple[Path, list[str], str | None]:
@@ -24,8 +24,12 @@ def hydra_run_info() -> tuple[Path, list[str], str | None]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), sweep
 
 
-def quiet_third_party() -> None:
-    """Silence warnings that say nothing actionable on a CPU-only machine."""
+def prepare_runtime(cfg) -> None:
+    """Set torch's CPU threads from ``cfg.threads`` and silence warnings that say
+    nothing actionable on a CPU-only machine."""
+    import torch
+
+    torch.set_num_threads(max(int(cfg.threads), 1))
     os.environ.setdefault("WANDB_SILENT", "true")
     for pattern in (".*does not have many workers.*", ".*GPU available but not used.*",
                     ".*tensorboardX.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):

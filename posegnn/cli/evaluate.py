@@ -7,7 +7,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, hydra_run_info, quiet_third_party
+from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     from posegnn.evaluate import evaluate
 
-    quiet_third_party()
+    prepare_runtime(cfg)
     out_dir, _, _ = hydra_run_info()
     evaluate(cfg, out_dir)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, quiet_third_party
+from posegnn.cli.common import CONF_DIR, prepare_runtime
 
 
 @hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from posegnn.predict import predict
 
-    quiet_third_party()
+    prepare_runtime(cfg)
     missing = [k for k in ("input", "out") if not cfg[k]]
     if cfg.grouping == "gnn" and not cfg.ckpt_path:
         missing.insert(0, "ckpt_path")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, hydra_run_info, quiet_third_party
+from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from posegnn.train import train
 
-    quiet_third_party()
+    prepare_runtime(cfg)
     out_dir, overrides, sweep = hydra_run_info()
     metrics = train(cfg, out_dir, overrides, sweep)
     return metrics.get("test/gnn/AP") or metrics.get("val/loss")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,10 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from posegnn.data.datamodule import GraphList
 from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import build_grouping
+from posegnn.io import write_json
 from posegnn.layouts import Layout
 from posegnn.types import Candidates
 
@@ -25,73 +27,85 @@ def candidates_of(graph: Data) -> Candidates:
                       score=graph.score.numpy(), tag=graph.tag.numpy())
 
 
+@dataclass
+class EdgeScores:
+    """The scored pairs of one graph: indices [2, M], probabilities [M], labels [M]."""
+
+    pair_index: np.ndarray
+    prob: np.ndarray
+    y: np.ndarray
+
+
 @torch.no_grad()
 def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
-                       progress: bool = False) -> list[np.ndarray]:
-    """Same-person probability of every scored pair, one array per graph, in pair order."""
+                       progress: bool = False) -> list[EdgeScores]:
+    """Same-person probability of every scored pair, one entry per graph."""
     module.eval()
-    out: list[np.ndarray] = []
+    out: list[EdgeScores] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="edge probabilities", disable=not progress, leave=False):
-        batch = batch.to(module.device)
-        prob = module.edge_probabilities(batch).cpu()
-        owner = batch.batch[batch.pair_index[0]].cpu()
+        prob = module.edge_probabilities(batch.to(module.device)).cpu()
+        batch = batch.cpu()
+        owner = batch.batch[batch.pair_index[0]]
         counts = torch.bincount(owner, minlength=batch.num_graphs).tolist()
-        out.extend(p.numpy() for p in torch.split(prob, counts))
+        local = batch.pair_index - batch.ptr[owner]  # back to each graph's own vertex ids
+        for pairs, p, y in zip(torch.split(local, counts, dim=1), torch.split(prob, counts),
+                               torch.split(batch.y, counts), strict=True):
+            out.append(EdgeScores(pairs.numpy(), p.numpy(), y.numpy()))
     return out
 
 
-def group_images(name: str, settings: dict, layout: Layout, dataset: Sequence[Data],
-                 probs: list[np.ndarray] | None = None, progress: bool = False
+def group_images(name: str, settings: dict, layout: Layout, graphs: Sequence[Data],
+                 scores: list[EdgeScores] | None = None, progress: bool = False
                  ) -> tuple[list[dict], float]:
-    """COCO results of one grouping over every graph, and its seconds per image."""
+    """COCO results of one grouping over every (vertex) graph, and its seconds per image.
+    ``gnn`` needs the graphs' edge ``scores``; ``oracle`` uses their ground truth."""
     grouping = build_grouping(name, layout=layout, **settings)
     results: list[dict] = []
     elapsed = 0.0
-    for i in tqdm(range(len(dataset)), desc=f"grouping {name}", disable=not progress,
-                  leave=False):
-        g = dataset[i]
-        kwargs = {"person": g.person.numpy()} if name == "oracle" else {}
-        if name == "gnn":
-            kwargs = {"pair_index": g.pair_index.numpy(), "prob": probs[i]}
+    for i, g in enumerate(tqdm(graphs, desc=f"grouping {name}", disable=not progress,
+                               leave=False)):
+        kwargs = {}
+        if name == "oracle":
+            kwargs = {"person": g.person.numpy()}
+        elif name == "gnn":
+            kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob}
         start = time.perf_counter()
         people = grouping.group(candidates_of(g), **kwargs)
         elapsed += time.perf_counter() - start
         results.extend(people_to_coco_results(int(g.image_id), people))
-    return results, elapsed / max(len(dataset), 1)
+    return results, elapsed / max(len(graphs), 1)
 
 
-def edge_accuracy(dataset: Sequence[Data], probs: list[np.ndarray],
-                  threshold: float = 0.5) -> float:
+def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
     """Share of scored pairs whose thresholded probability equals the label."""
-    y = np.concatenate([dataset[i].y.numpy() for i in range(len(dataset))] or [np.zeros(0)])
-    p = np.concatenate(probs or [np.zeros(0)])
+    p = np.concatenate([s.prob for s in scores] or [np.zeros(0)])
+    y = np.concatenate([s.y for s in scores] or [np.zeros(0)])
     return float(((p >= threshold) == (y > 0.5)).mean()) if len(y) else float("nan")
 
 
-def evaluate_groupings(gt: dict, layout: Layout, dataset: Sequence[Data],
-                       grouping_cfg: dict, module=None, prefix: str = "test",
-                       batch_size: int = 8, results_dir: Path | None = None,
-                       progress: bool = False) -> dict[str, float]:
+def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cfg: dict,
+                       module=None, prefix: str = "test", batch_size: int = 8,
+                       results_dir: Path | None = None, progress: bool = False
+                       ) -> dict[str, float]:
     """Flat metrics ``{prefix}/{grouping}/{AP,...}`` of every grouping in
     ``grouping_cfg['run']`` (gnn only with a module), writing each one's COCO results
     to ``results_dir`` when given."""
     names = [n for n in grouping_cfg["run"] if n != "gnn" or module is not None]
-    probs = None
+    scores = None
     metrics: dict[str, float] = {}
     if "gnn" in names:
-        probs = edge_probabilities(module, dataset, batch_size, progress)
-        metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(dataset, probs)
+        scores = edge_probabilities(module, dataset, batch_size, progress)
+        metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
     for name in names:
         settings = dict(grouping_cfg.get(name) or {})
-        results, sec = group_images(name, settings, layout, dataset, probs, progress)
-        scores = evaluate_keypoints(gt, results, layout.sigma_array,
-                                    max_dets=grouping_cfg.get("max_dets", 20))
-        metrics.update({f"{prefix}/{name}/{k}": v for k, v in scores.items()})
+        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress)
+        found = evaluate_keypoints(gt, results, layout.sigma_array,
+                                   max_dets=grouping_cfg.get("max_dets", 20))
+        metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})
         metrics[f"{prefix}/{name}/sec_per_image"] = sec
         if results_dir is not None:
-            results_dir.mkdir(parents=True, exist_ok=True)
-            (results_dir / f"{prefix}_{name}_results.json").write_text(json.dumps(results))
+            write_json(Path(results_dir) / f"{prefix}_{name}_results.json", results)
     return metrics
 
 

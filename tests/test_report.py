@@ -1,0 +1,115 @@
+"""posegnn-report: a real two-job multirun in, report.md and PNGs out; failed jobs kept."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from posegnn.cli.report import main as report_main
+from posegnn.report import QUESTIONS, build_report, diagnose_curves, load_sweep
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """``posegnn-train -m ... optimizer=adam,sgd``: the multirun folder of two jobs."""
+    out = tmp_path_factory.mktemp("sweep")
+    exe = Path(sys.executable).with_name("posegnn-train")
+    args = ["-m", f"paths.output_dir={out}", "data.synthetic.num_train=12",
+            "data.synthetic.num_val=6", "data.synthetic.num_test=6", "trainer.max_epochs=2",
+            "optimizer=adam,sgd", "progress=false", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "callbacks.val_ap_every_n_epochs=0"]
+    proc = subprocess.run([str(exe), *args], cwd=out, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = list((out / "multirun").iterdir())
+    return sweep_dir
+
+
+def test_report_of_a_real_sweep(sweep, tmp_path):
+    for job in ("0", "1"):
+        assert (sweep / job / "metrics.json").is_file()
+    report = build_report(sweep, tmp_path / "report")
+    text = report.read_text()
+    assert report == tmp_path / "report" / "report.md"
+    assert "optimizer=adam" in text and "optimizer=sgd" in text
+    assert "| #0 |" in text and "| #1 |" in text
+    for heading in QUESTIONS:
+        assert f"### {heading}" in text
+    # the two jobs differ only in the optimizer: question 4 compares them one to one
+    q4 = text.split(f"### {QUESTIONS[3]}")[1]
+    assert "1 settings that differ only in `optimizer.name`" in q4
+    assert "`optimizer.lr`, which follows" in q4
+    assert "**Answer:**" in q4
+    for other in (QUESTIONS[0], QUESTIONS[2]):
+        assert "**Not swept**" in text.split(f"### {other}")[1].split("###")[0]
+    pngs = {p.name for p in (tmp_path / "report").glob("*.png")}
+    assert {"loss_curves.png", "loss_curves_optimizer_name.png", "test_ap.png"} <= pngs
+    assert all((tmp_path / "report" / p).stat().st_size > 1000 for p in pngs)
+    assert "(loss_curves.png)" in text
+    jobs = load_sweep(sweep)
+    assert [j.status for j in jobs] == ["completed", "completed"]
+    assert jobs[0].curves["epoch"] == [0.0, 1.0]  # test row and lr rows left out
+    assert {j.config["optimizer.name"] for j in jobs} == {"adam", "sgd"}
+
+
+def test_failed_job_is_marked_not_dropped(sweep, tmp_path, capsys):
+    """A copy of the sweep with a third job that failed (status file, no metrics)."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "*.ckpt"))
+    failed = copy / "2"
+    shutil.copytree(copy / "1", failed)
+    (failed / "metrics.json").unlink()
+    (failed / "csv" / "metrics.csv").unlink()
+    status = json.loads((failed / "job_status.json").read_text())
+    status.update(status="failed", job_num=2,
+                  error="ValueError: graph.normalization must be none|per_map|dataset")
+    status["overrides"] = [o.replace("optimizer=sgd", "optimizer=adamw")
+                           for o in status["overrides"]]
+    (failed / "job_status.json").write_text(json.dumps(status))
+    (copy / "3").mkdir()  # a job killed before it wrote anything but its config
+    shutil.copytree(copy / "1" / ".hydra", copy / "3" / ".hydra")
+
+    assert report_main([str(copy)]) == 0
+    assert capsys.readouterr().out.strip() == str(copy / "report.md")
+    text = (copy / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| #2 |"))
+    assert "**FAILED**" in row and "ValueError" in row
+    killed = next(line for line in text.splitlines() if line.startswith("| #3 |"))
+    assert "**UNKNOWN**" in killed
+    assert "2 failed or incomplete" in text
+    # the failed job stays out of the comparisons
+    q4 = text.split(f"### {QUESTIONS[3]}")[1]
+    assert "#2" not in q4.split("**Answer:**")[0]
+
+
+def test_cli_rejects_a_missing_folder(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert report_main([str(tmp_path)]) == 2
+    assert "no job folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("train", "val", "pattern"), [
+    ([0.7, 0.5, 0.4, 0.3, 0.2, 0.15], [0.7, 0.5, 0.45, 0.5, 0.6, 0.7], "overfitting"),
+    ([0.7, 0.5, 0.6, 0.45, 0.65, 0.5], [0.7, 0.6, 0.65, 0.6, 0.7, 0.6], "lr too high"),
+    ([0.5, 0.4, 0.45, 0.55, 0.7, 0.9], [0.5, 0.45, 0.5, 0.6, 0.8, 1.0], "lr too high"),
+    ([0.7, 0.5, 0.4, 0.35, 0.33, 0.32], [0.7, 0.55, 0.5, 0.47, 0.46, 0.46], "neither"),
+    ([0.7, 0.5], [0.7, 0.6], "too short to tell"),
+])
+def test_curve_patterns(train, val, pattern):
+    assert diagnose_curves(train, val).pattern == pattern
+
+
+def test_curve_patterns_tolerate_missing_epochs():
+    nan = math.nan
+    d = diagnose_curves([0.7, 0.5, 0.4, 0.3, 0.2, 0.1], [0.6, nan, 0.4, nan, 0.5, 0.6])
+    assert d.pattern == "overfitting" and "epoch 2" in d.detail
