@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -42,3 +44,17 @@ def write_metrics(path: str | Path, metrics: dict) -> Path:
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in metrics.items()}
     return write_json(path, clean)
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed): parallel sweep jobs that
+    need the same generated data or graph cache build it once and wait for each other."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

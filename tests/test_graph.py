@@ -151,7 +151,8 @@ def test_cache_is_built_once_and_never_half_written(small_dataset, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         cache_mod.cached_graphs(ds, ds.image_ids, GraphConfig(normalization="none"), tmp_path,
                                 "train", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [path.name]
+    assert not list(tmp_path.glob(".*.tmp"))  # no half-written file either
 
 
 def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_path):

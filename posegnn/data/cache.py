@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphConfig, build_vertices
 from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, PoseMapsDataset
-from posegnn.io import atomic_torch_save
+from posegnn.io import atomic_torch_save, file_lock
 
 # Bump when the stored graph format changes: old caches are then never read.
 CACHE_FORMAT = 1
@@ -58,10 +58,11 @@ def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConf
                   cache_dir: Path, split: str, progress: bool = True) -> Path:
     """Path of the split's cached graphs, building them first when missing."""
     path = Path(cache_dir) / f"{split}-{cache_key(dataset, image_ids, cfg)}.pt"
-    if not path.exists():
-        graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",
-                              progress=progress)
-        atomic_torch_save({"format": CACHE_FORMAT, "graphs": graphs}, path)
+    with file_lock(path.with_suffix(".lock")):
+        if not path.exists():
+            graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",
+                                  progress=progress)
+            atomic_torch_save({"format": CACHE_FORMAT, "graphs": graphs}, path)
     return path
 
 

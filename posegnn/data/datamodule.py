@@ -19,6 +19,7 @@ from posegnn.data.cache import cached_graphs, load_graphs
 from posegnn.data.graph import AddEdges, GraphConfig
 from posegnn.data.maps import PoseMapsDataset
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+from posegnn.io import file_lock
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -138,9 +139,10 @@ class PoseGraphDataModule(L.LightningDataModule):
         key = hashlib.sha256(json.dumps([asdict(spec), ids], sort_keys=True, default=str)
                              .encode()).hexdigest()[:12]
         out = Path(self.cfg.root) / f"synthetic-{split}-{key}"
-        if not out.exists():
-            log.info("generating the synthetic %s split in %s", split, out)
-            generate_dataset(out, spec, progress=self.progress, image_ids=ids)
+        with file_lock(out.with_name(out.name + ".lock")):
+            if not out.exists():
+                log.info("generating the synthetic %s split in %s", split, out)
+                generate_dataset(out, spec, progress=self.progress, image_ids=ids)
         return out
 
     def _pose_file_split(self, split: str) -> list[int]:
