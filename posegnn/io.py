@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -58,3 +59,11 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint writer that never leaves a half-written ``last.ckpt`` when a
+    job is killed mid-write (the cluster's preemption, a full disk)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)

@@ -15,7 +15,7 @@ from posegnn.callbacks import ValGroupingAP
 from posegnn.checkpoints import check_graph_compatible, load_module
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
-from posegnn.io import write_metrics
+from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb
 from posegnn.models.module import PosegnnModule
 from posegnn.visual_callback import PredictionFigures
@@ -94,7 +94,8 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=loggers or False,
-                        callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir))
+                        callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir),
+                        plugins=[AtomicCheckpointIO()])
     metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in balance.items()}
     metrics["model/params"] = sum(p.numel() for p in module.parameters())
     start = time.perf_counter()

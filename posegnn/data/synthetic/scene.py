@@ -19,12 +19,15 @@ CROWD_LEVELS = ("easy", "medium", "hard")
 MIXED_PROBS = (0.2, 0.6, 0.2)  # about CrowdPose val's share of easy / medium / hard
 # Crowd-index bands a level's draws aim for: CrowdPose's (easy < 0.2 <= medium < 0.8 <=
 # hard), with hard capped near the top of real hard images (CrowdPose val: mean 0.99).
-CROWD_BANDS = {"easy": (0.0, 0.2), "medium": (0.2, 0.8), "hard": (0.8, 1.6)}
+CROWD_BANDS = {"easy": (0.0, 0.2), "medium": (0.2, 0.8), "hard": (0.8, 1.6),
+               "packed": (0.0, np.inf)}
 # people per image (inclusive), clusters, person height / image height, cluster spread
 LEVEL_SPECS = {
     "easy": dict(people=(2, 6), clusters=None, size=(0.2, 0.75), spread=0.0),
     "medium": dict(people=(2, 8), clusters=(1, 2), size=(0.25, 0.8), spread=0.55),
     "hard": dict(people=(3, 9), clusters=(1, 1), size=(0.3, 0.9), spread=0.4),
+    # a stress test, not part of mixed: a stand of about 60 small people
+    "packed": dict(people=(55, 70), clusters=(3, 5), size=(0.12, 0.3), spread=0.8),
 }
 MAX_TRIES = 12  # scene draws spent on landing in the level's crowd-index band
 MIN_JOINTS = 3  # people with fewer labeled joints in the image are left out
@@ -247,7 +250,7 @@ def synthetic_scene(rng: np.random.Generator, image_id: int, layout: Layout, cro
     if crowd == "mixed":
         level = CROWD_LEVELS[rng.choice(len(CROWD_LEVELS), p=MIXED_PROBS)]
     if level not in LEVEL_SPECS:
-        raise ValueError(f"crowd={crowd!r}: expected one of {[*CROWD_LEVELS, 'mixed']}")
+        raise ValueError(f"crowd={crowd!r}: expected one of {[*LEVEL_SPECS, 'mixed']}")
     w, h = sample_image_size(rng, input_size)
     best, best_gap = None, np.inf
     for _ in range(MAX_TRIES):

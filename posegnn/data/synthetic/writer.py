@@ -24,7 +24,7 @@ from posegnn.layouts import Layout, get_layout
 
 from .detector import DetectorNoise, letterbox, render_maps
 from .poses import PoseFile
-from .scene import Scene, synthetic_scene
+from .scene import LEVEL_SPECS, Scene, synthetic_scene
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SCENE_STREAM, DETECTOR_STREAM = 0, 1
@@ -36,7 +36,7 @@ class SyntheticConfig:
 
     num_images: int = 200
     seed: int = 0
-    crowd: str = "mixed"  # easy | medium | hard | mixed
+    crowd: str = "mixed"  # easy | medium | hard | mixed | packed (about 60 people)
     layout: str = "crowdpose14"  # or coco17
     poses: str | None = None  # COCO keypoint file to draw people from
     input_size: int = 512
@@ -119,8 +119,8 @@ class _Real:
 def _check_config(cfg: SyntheticConfig) -> None:
     if cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed}: must be >= 0")
-    if cfg.crowd not in ("easy", "medium", "hard", "mixed"):
-        raise ValueError(f"crowd={cfg.crowd!r}: expected easy, medium, hard or mixed")
+    if cfg.crowd not in (*LEVEL_SPECS, "mixed"):
+        raise ValueError(f"crowd={cfg.crowd!r}: expected easy, medium, hard, mixed or packed")
     if min(cfg.input_size, cfg.heatmap_size, cfg.tag_size) <= 0:
         raise ValueError("input_size, heatmap_size and tag_size must be positive")
 

@@ -1,0 +1,184 @@
+"""What users' data and clusters do to a run: empty and packed images, killed jobs,
+failing sweep jobs, typos in configs, and determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch_geometric.data import Batch
+
+from posegnn.config import CONF_DIR, register_schemas
+from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+from posegnn.data.maps import ImageMaps, PoseMapsDataset
+from posegnn.data.synthetic import SyntheticConfig, generate_dataset
+from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
+from posegnn.evaluation.runner import candidates_of
+from posegnn.grouping import build_grouping
+from posegnn.layouts import CROWDPOSE14
+from posegnn.models.module import PosegnnModule
+from posegnn.report import build_report
+from posegnn.train import train
+from tests.conftest import tiny_train_overrides
+
+ENV = {**os.environ, "WANDB_MODE": "offline"}
+TRAIN = str(Path(sys.executable).with_name("posegnn-train"))
+register_schemas()
+
+
+def _people_of(g, module):
+    """People of one graph from every grouping (gnn with an untrained module)."""
+    data = AddEdges(CROWDPOSE14, GraphConfig().edges)(g)
+    with torch.no_grad():
+        prob = module.eval().edge_probabilities(Batch.from_data_list([data])).numpy()
+    cands = candidates_of(g)
+    return {"gnn": build_grouping("gnn", layout=CROWDPOSE14).group(
+                cands, pair_index=data.pair_index.numpy(), prob=prob),
+            "ae": build_grouping("ae", layout=CROWDPOSE14).group(cands),
+            "oracle": build_grouping("oracle", layout=CROWDPOSE14).group(
+                cands, person=g.person.numpy())}, data
+
+
+def _maps(heat: np.ndarray) -> ImageMaps:
+    return ImageMaps(7, heat, np.zeros((14, 128, 128, 1), np.float32),
+                     np.array([[2.0, 0, 0], [0, 2.0, 0]]))
+
+
+@pytest.mark.parametrize("case", ["no people", "nothing above threshold", "one candidate"])
+def test_degenerate_images_flow_through_every_stage(case):
+    heat = np.zeros((14, 256, 256), np.float32)
+    if case == "nothing above threshold":
+        heat += 0.05
+    if case == "one candidate":
+        heat[3, 100, 120] = 0.9
+    gt = np.zeros((0, 14, 3)) if case != "one candidate" else np.array(
+        [[[240.0, 200.0, 2.0] if j == 3 else [0, 0, 0] for j in range(14)]])
+    g = build_vertices(_maps(heat), CROWDPOSE14, GraphConfig(), gt, np.full(len(gt), 900.0))
+    assert g.num_nodes == (1 if case == "one candidate" else 0)
+    module = PosegnnModule(g.x.shape[1], 22)
+    people, data = _people_of(g, module)
+    assert data.pair_index.shape[1] == 0
+    for name, found in people.items():
+        assert len(found) == g.num_nodes, name
+    gt_coco = {"images": [{"id": 7, "width": 512, "height": 512, "crowd_index": 0.0}],
+               "annotations": [{"id": 1, "image_id": 7, "category_id": 1,
+                                "keypoints": gt[0].ravel().tolist(), "area": 900.0,
+                                "iscrowd": 0, "bbox": [230, 190, 20, 20]}] if len(gt) else [],
+               "categories": [{"id": 1, "keypoints": list(CROWDPOSE14.joints)}]}
+    results = people_to_coco_results(7, people["oracle"])
+    metrics = evaluate_keypoints(gt_coco, results, CROWDPOSE14.sigma_array)
+    # nobody to find scores -1 (pycocotools' "undefined"); the one joint is found exactly
+    assert metrics["AP"] == pytest.approx(1.0 if case == "one candidate" else -1.0)
+
+
+def test_a_packed_image_of_sixty_people_stays_bounded(tmp_path):
+    out = generate_dataset(tmp_path / "packed", SyntheticConfig(num_images=1, crowd="packed",
+                                                                seed=4), progress=False)
+    ds = PoseMapsDataset(out)
+    gt, areas = ds.gt_keypoints(1)
+    assert len(gt) >= 45
+    cfg = GraphConfig()
+    g = build_vertices(ds.load_maps(1), ds.layout, cfg, gt, areas)
+    # top-k per joint type bounds the candidates, and so the pairs and the memory
+    assert g.num_nodes <= 14 * cfg.candidates.top_k
+    module = PosegnnModule(g.x.shape[1], 22)
+    people, data = _people_of(g, module)
+    assert data.pair_index.shape[1] <= g.num_nodes * (g.num_nodes - 1) // 2
+    assert len(people["oracle"]) >= 25 and len(people["ae"]) >= 25 and len(people["gnn"])
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def _group_options() -> list[tuple[str, str]]:
+    root = Path(CONF_DIR)
+    skip = {"hydra", "experiment", "sweep", "hparams_search"}
+    return [(d.name, f.stem) for d in sorted(root.iterdir()) if d.is_dir() and d.name not in skip
+            for f in sorted(d.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", _group_options())
+def test_every_group_option_fits_the_schema_and_rejects_unknown_keys(group, option):
+    cfg = _compose(f"{group}={option}")
+    assert OmegaConf.to_container(cfg[group])  # the option composes against the schema
+    with pytest.raises(Exception, match="bogus"):
+        _compose(f"{group}={option}", f"{group}.bogus=1")
+
+
+def test_a_group_file_with_an_unknown_key_fails_at_start(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("conv: edgeconv\nhiden: 32\n")
+    with pytest.raises(Exception, match="hiden"):
+        _compose(f"hydra.searchpath=[file://{tmp_path}]", "model=mine")
+
+
+@pytest.mark.parametrize("override", ["optimizer.lr=fast", "trainer.max_epochs=1.5",
+                                      "graph.candidates.top_k=[1]", "model.skip=maybe"])
+def test_wrong_types_fail_at_start(override):
+    with pytest.raises(Exception, match=override.split("=")[0].rsplit(".", 1)[-1]):
+        _compose(override)
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "seed_report"])
+def test_experiments_compose(experiment):
+    cfg = _compose(f"experiment={experiment}")
+    assert cfg.trainer.max_epochs > 0
+
+
+def test_same_config_twice_gives_identical_metrics(tmp_path):
+    overrides = [*tiny_train_overrides(tmp_path), "callbacks.figures_every_n_epochs=0"]
+    first = train(_compose(*overrides), tmp_path / "a", overrides)
+    second = train(_compose(*overrides), tmp_path / "b", overrides)
+    keys = [k for k in first if not k.startswith("time/") and "sec_per_image" not in k]
+    assert keys and {k: first[k] for k in keys} == {k: second[k] for k in keys}
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
+    base = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
+    base += ["test=false", "callbacks.val_ap_every_n_epochs=0", "trainer.max_epochs=6",
+             "callbacks.figures_every_n_epochs=0"]
+    subprocess.run([TRAIN, *base, f"hydra.run.dir={tmp_path / 'full'}"], env=ENV, check=True,
+                   capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    last = killed / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([TRAIN, *base, f"hydra.run.dir={killed}"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-run, like a preempted cluster job
+    proc.wait()
+    assert last.exists() and not (killed / "metrics.json").exists()
+    subprocess.run([TRAIN, *base, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}"],
+                   env=ENV, check=True, capture_output=True, timeout=600)
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["epochs"] == full["epochs"] == 6
+    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
+
+
+def test_a_failing_sweep_job_keeps_the_others_results(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *tiny_train_overrides(tmp_path), "callbacks.val_ap_every_n_epochs=0",
+            "callbacks.figures_every_n_epochs=0", "trainer.max_epochs=1",
+            f"hydra.sweep.dir={sweep}", "model=gatv2", "model.hidden=16,15"]
+    proc = subprocess.run([TRAIN, *args], env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0  # hydra reports the failure ...
+    assert (sweep / "0" / "metrics.json").is_file()  # ... and the good job's results remain
+    status = json.loads((sweep / "1" / "job_status.json").read_text())
+    assert status["status"] == "failed" and "divisible" in status["error"]
+    report = build_report(sweep).read_text()
+    assert "FAILED" in report and "divisible" in report
