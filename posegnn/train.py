@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from posegnn.callbacks import ValGroupingAP
@@ -91,13 +92,16 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
              100 * balance["matched_candidates"], balance["candidates"])
     module = build_module(cfg, dm)
     loggers = build_loggers(cfg.logger, out_dir, run_name(overrides or []), sweep_name)
+    summary = ModelSummary(module, max_depth=3)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True),
+                            "model_params": summary.total_parameters,
+                            "model_summary": str(summary)})
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=loggers or False,
                         callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir),
                         plugins=[AtomicCheckpointIO()])
     metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in balance.items()}
-    metrics["model/params"] = sum(p.numel() for p in module.parameters())
+    metrics["model/params"] = summary.total_parameters
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)

@@ -182,3 +182,20 @@ def test_a_failing_sweep_job_keeps_the_others_results(tmp_path):
     assert status["status"] == "failed" and "divisible" in status["error"]
     report = build_report(sweep).read_text()
     assert "FAILED" in report and "divisible" in report
+
+
+@pytest.mark.parametrize("overrides", [["hydra/launcher=slurm"], ["hparams_search=optuna_lr"],
+                                       ["sweep=seed_questions"]])
+def test_cluster_and_search_configs_compose(overrides):
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    hydra_cfg = cfg.hydra
+    if "hydra/launcher=slurm" in overrides:
+        assert hydra_cfg.launcher.gpus_per_node == 1 and "submitit" in hydra_cfg.launcher._target_
+    if "hparams_search=optuna_lr" in overrides:
+        assert "optuna" in hydra_cfg.sweeper._target_.lower()
+        assert "optimizer.lr" in hydra_cfg.sweeper.params
+    if "sweep=seed_questions" in overrides:
+        assert set(hydra_cfg.sweeper.params) == {"graph.normalization", "model", "optimizer",
+                                                 "optimizer.lr"}
+        assert "joblib" in hydra_cfg.launcher._target_.lower()

@@ -58,7 +58,7 @@ def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConf
                   cache_dir: Path, split: str, progress: bool = True) -> Path:
     """Path of the split's cached graphs, building them first when missing."""
     path = Path(cache_dir) / f"{split}-{cache_key(dataset, image_ids, cfg)}.pt"
-    with file_lock(path.with_suffix(".lock")):
+    with file_lock(path.parent / ".locks" / f"{path.stem}.lock"):
         if not path.exists():
             graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",
                                   progress=progress)

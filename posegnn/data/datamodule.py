@@ -139,7 +139,7 @@ class PoseGraphDataModule(L.LightningDataModule):
         key = hashlib.sha256(json.dumps([asdict(spec), ids], sort_keys=True, default=str)
                              .encode()).hexdigest()[:12]
         out = Path(self.cfg.root) / f"synthetic-{split}-{key}"
-        with file_lock(out.with_name(out.name + ".lock")):
+        with file_lock(out.parent / ".locks" / f"{out.name}.lock"):
             if not out.exists():
                 log.info("generating the synthetic %s split in %s", split, out)
                 generate_dataset(out, spec, progress=self.progress, image_ids=ids)

@@ -45,6 +45,9 @@ class EdgeConfig:
     tag_diff: bool = True
     scores: bool = True
     limb: bool = True
+    # how the pair compares with the source's other candidates of the target's joint type:
+    # tag distance above the best one, and distance relative to the nearest one
+    competition: bool = False
 
 
 @dataclass
@@ -159,9 +162,31 @@ def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
     if cfg.limb:
         limbs = torch.from_numpy(layout.limb_matrix())[joint[src], joint[dst]]
         parts.append(torch.nn.functional.one_hot(limbs, len(layout.limbs) + 1).float())
+    if cfg.competition:
+        parts.append(competition_attributes(tag, joint, src, dst, dist.squeeze(1),
+                                            layout.num_joints))
     if not parts:
         return torch.zeros((len(src), 0))
     return torch.cat(parts, dim=1).float()
+
+
+def competition_attributes(tag: torch.Tensor, joint: torch.Tensor, src: torch.Tensor,
+                           dst: torch.Tensor, dist: torch.Tensor, num_joints: int
+                           ) -> torch.Tensor:
+    """[E, 2]: for edge src -> dst, its tag distance minus the smallest tag distance from
+    src to any candidate of dst's joint type, and log of its distance over the smallest
+    such distance. Zero for the best alternative; what associative embedding cannot see
+    is how close the runner-up is."""
+    tag_dist = (tag[dst] - tag[src]).norm(dim=1)
+    group = src * num_joints + joint[dst]
+    size = int(src.max()) * num_joints + num_joints if len(src) else 0
+    parts = []
+    for value in (tag_dist, dist):
+        best = value.new_full((size,), float("inf")).scatter_reduce(
+            0, group, value, reduce="amin", include_self=True)
+        parts.append(value - best[group])
+    ratio = torch.log1p(parts[1] / (dist - parts[1] + 1e-3))
+    return torch.stack([parts[0], ratio], dim=1)
 
 
 def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.ndarray,
