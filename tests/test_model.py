@@ -62,7 +62,9 @@ def test_overfits_a_handful_of_graphs(graphs, tmp_path):
 @pytest.mark.parametrize("pair", ["symmetric", "concat"])
 def test_every_variant_trains_and_ignores_vertex_order(graphs, conv, pair, tmp_path):
     L.seed_everything(0)
-    module = _module(graphs, conv=conv, pair=pair, classifier_edge_attr=pair == "symmetric")
+    symmetric = pair == "symmetric"
+    module = _module(graphs, conv=conv, pair=pair, classifier_edge_attr=symmetric,
+                     refine=int(symmetric))
     _trainer(tmp_path, 1).fit(module, train_dataloaders=_loader(graphs[:2]))
     module.eval()
     g = graphs[1]

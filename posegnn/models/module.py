@@ -96,14 +96,15 @@ class PosegnnModule(L.LightningModule):
         return torch.sigmoid(self(batch))
 
     def _step(self, batch, stage: str) -> Tensor:
-        logits = self(batch)
-        y = batch.y
+        stages = self.net.stages(batch)
+        logits, y = stages[-1], batch.y
         pos_weight = (None if self.loss_cfg.pos_weight is None
                       else logits.new_tensor(self.loss_cfg.pos_weight))
         if logits.numel() == 0:  # a batch of graphs without pairs
             loss = sum(p.sum() for p in self.parameters()) * 0.0
-        else:
-            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+        else:  # every stage is supervised; metrics describe the last one
+            loss = sum(F.binary_cross_entropy_with_logits(s, y, pos_weight=pos_weight)
+                       for s in stages) / len(stages)
             self.metrics[f"{stage}_edges"].update(torch.sigmoid(logits.detach()), y.long())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=batch.num_graphs)

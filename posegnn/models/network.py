@@ -26,6 +26,9 @@ class ModelConfig:
     classifier_hidden: int = 64
     classifier_edge_attr: bool = False  # also feed the pair's edge attributes
     dropout: float = 0.0
+    # rounds of refinement: each re-classifies every pair after pooling, for each vertex,
+    # the embeddings of the candidates the previous round put in its person
+    refine: int = 0
 
 
 class VertexEncoder(nn.Module):
@@ -51,12 +54,13 @@ class VertexEncoder(nn.Module):
 class EdgeClassifier(nn.Module):
     """(Linear, BatchNorm1d, ReLU) x 2, then Linear -> one logit per candidate pair."""
 
-    def __init__(self, cfg: ModelConfig, emb_dim: int, edge_dim: int) -> None:
+    def __init__(self, cfg: ModelConfig, emb_dim: int, edge_dim: int,
+                 extra_dim: int = 0) -> None:
         super().__init__()
         if cfg.pair not in PAIR_MODES:
             raise ValueError(f"model.pair must be one of {PAIR_MODES}, got {cfg.pair!r}")
         self.pair, self.use_attr = cfg.pair, cfg.classifier_edge_attr
-        in_dim = emb_dim * (3 if cfg.pair == "symmetric" else 2)
+        in_dim = emb_dim * (3 if cfg.pair == "symmetric" else 2) + extra_dim
         if self.use_attr:
             in_dim += edge_dim * (2 if cfg.pair == "symmetric" else 1)
         h = cfg.classifier_hidden
@@ -64,7 +68,7 @@ class EdgeClassifier(nn.Module):
                                  mlp_block(h, h), nn.Linear(h, 1))
 
     def forward(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
-                attr_bwd: Tensor) -> Tensor:
+                attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
         hi, hj = h[pair_index[0]], h[pair_index[1]]
         if self.pair == "symmetric":
             parts = [hi + hj, (hi - hj).abs(), hi * hj]
@@ -72,7 +76,20 @@ class EdgeClassifier(nn.Module):
                 parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
         else:
             parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
+        if extra is not None:
+            parts.append(extra)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)
+
+
+def pool_by_probability(h: Tensor, pair_index: Tensor, prob: Tensor) -> Tensor:
+    """For each vertex, the probability-weighted mean embedding of its pair partners: a
+    soft picture of the person the vertex is assigned to ([N, H])."""
+    src = torch.cat([pair_index[0], pair_index[1]])
+    dst = torch.cat([pair_index[1], pair_index[0]])
+    w = torch.cat([prob, prob]).unsqueeze(1)
+    total = h.new_zeros(h.shape).index_add_(0, dst, w * h[src])
+    weight = h.new_zeros((len(h), 1)).index_add_(0, dst, w)
+    return total / (weight + 1e-6)
 
 
 class EdgeGNN(nn.Module):
@@ -87,12 +104,26 @@ class EdgeGNN(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
         self.encoder = VertexEncoder(cfg, in_dim, edge_dim)
-        self.classifier = EdgeClassifier(cfg, self.encoder.out_dim, edge_dim)
+        emb = self.encoder.out_dim
+        self.classifier = EdgeClassifier(cfg, emb, edge_dim)
+        # a refining classifier sees each side's pooled person embedding and the last logit
+        self.refiners = nn.ModuleList(
+            EdgeClassifier(cfg, 2 * emb, edge_dim, extra_dim=1) for _ in range(cfg.refine))
 
     def forward(self, data) -> Tensor:
         """Logits [M] of the M scored pairs of a graph or batch built by ``AddEdges``."""
+        return self.stages(data)[-1]
+
+    def stages(self, data) -> list[Tensor]:
+        """Logits of every stage: the classifier's, then each refinement's."""
         if data.pair_index.shape[1] == 0 or data.num_nodes == 0:
-            return data.x.new_zeros(0)
+            return [data.x.new_zeros(0)]
         x = (data.x - self.feature_mean) / self.feature_std
         h = self.encoder(x, data.edge_index, data.edge_attr)
-        return self.classifier(h, data.pair_index, data.pair_attr, data.pair_attr_rev)
+        pairs, fwd, bwd = data.pair_index, data.pair_attr, data.pair_attr_rev
+        logits = [self.classifier(h, pairs, fwd, bwd)]
+        for refiner in self.refiners:
+            pooled = pool_by_probability(h, pairs, torch.sigmoid(logits[-1]))
+            logits.append(refiner(torch.cat([h, pooled], dim=1), pairs, fwd, bwd,
+                                  extra=logits[-1].unsqueeze(1)))
+        return logits
