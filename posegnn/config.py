@@ -78,7 +78,7 @@ class CallbacksConfig:
 
 @dataclass
 class GNNGroupingConfig:
-    threshold: float = 0.5
+    threshold: float = 0.1
     decoder: str = "local_moves"
 
 

@@ -126,9 +126,9 @@ def test_finetune_refuses_graphs_built_with_other_settings(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     root = trained.parent.parent
     proc = run("posegnn-train", *tiny_train_overrides(root), f"finetune_from={ckpt}",
-               "graph.normalization=none", f"hydra.run.dir={tmp_path}", cwd=root, check=False)
+               "graph.normalization=per_map", f"hydra.run.dir={tmp_path}", cwd=root, check=False)
     assert proc.returncode != 0
-    assert "graph.normalization: trained 'per_map', now 'none'" in proc.stderr
+    assert "graph.normalization: trained 'none', now 'per_map'" in proc.stderr
 
 
 def test_finetune_from_checkpoint_on_a_maps_dataset(trained, small_dataset, tmp_path):

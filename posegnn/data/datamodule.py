@@ -29,9 +29,9 @@ SPLITS = ("train", "val", "test")
 class SyntheticSplits:
     """The synthetic world of ``data=synthetic``: one generated dataset per split."""
 
-    num_train: int = 300
+    num_train: int = 1000
     num_val: int = 60
-    num_test: int = 120
+    num_test: int = 500
     seed: int = 0
     crowd: str = "mixed"
     layout: str = "crowdpose14"

@@ -47,7 +47,7 @@ class EdgeConfig:
     limb: bool = True
     # how the pair compares with the source's other candidates of the target's joint type:
     # tag distance above the best one, and distance relative to the nearest one
-    competition: bool = False
+    competition: bool = True
 
 
 @dataclass
@@ -57,7 +57,7 @@ class GraphConfig:
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     edges: EdgeConfig = field(default_factory=EdgeConfig)
-    normalization: str = "per_map"  # none | per_map | dataset
+    normalization: str = "none"  # none | per_map | dataset
     match_threshold: float = 0.5  # keypoint similarity for a candidate to match a person
 
     def __post_init__(self) -> None:
