@@ -107,7 +107,16 @@ class PathsConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """What every job has: where outputs go, progress bars, CPU threads."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    progress: bool = True
+    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
+
+
+@dataclass
+class TrainConfig(RunConfig):
     """``posegnn-train``: fit, then test the best checkpoint with every grouping."""
 
     seed: int = 0
@@ -121,16 +130,13 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     ckpt_path: str | None = None  # resume training from this checkpoint (e.g. last.ckpt)
     finetune_from: str | None = None  # start from these weights with a new optimizer
     test: bool = True
-    progress: bool = True
-    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(RunConfig):
     """``posegnn-eval``: all groupings side by side on a test split."""
 
     seed: int = 0
@@ -139,14 +145,10 @@ class EvalConfig:
     data: DataConfig = field(default_factory=DataConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    batch_size: int = 8
-    progress: bool = True
-    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(RunConfig):
     """``posegnn-predict``: COCO results for a dataset without annotations."""
 
     ckpt_path: str | None = None
@@ -154,10 +156,7 @@ class PredictConfig:
     out: str | None = None
     grouping: str = "gnn"
     groupings: GroupingConfig = field(default_factory=GroupingConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     batch_size: int = 8
-    progress: bool = True
-    threads: int = 1  # torch CPU threads: these small graphs run fastest on one
 
 
 @dataclass

@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
         check_graph_compatible(module.hparams.graph, dm.graph_cfg.to_dict(), cfg.ckpt_path)
     ds, ids = dm.source(cfg.split)
     metrics = evaluate_groupings(ds.coco_dict(ids), dm.layout, dataset, groupings,
-                                 module=module, prefix=cfg.split, batch_size=cfg.batch_size,
+                                 module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
                                  results_dir=out_dir, progress=cfg.progress)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
