@@ -86,10 +86,12 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
     dm = build_datamodule(cfg, progress=cfg.progress)
     dm.prepare_data()
     dm.setup("fit")
-    balance = dm.label_balance("train")
-    log.info("train labels: %.1f%% positive of %d pairs; %.1f%% of %d candidates matched",
-             100 * balance["positive_pairs"], balance["pairs"],
-             100 * balance["matched_candidates"], balance["candidates"])
+    stats = dm.statistics("train")
+    log.info("train graphs: %.0f candidates and %.0f pairs per image, %.1f%% positive pairs, "
+             "%.1f%% of candidates matched, %.1f%% of labeled joints covered",
+             stats["candidates_per_image"], stats["pairs_per_image"],
+             100 * stats["positive_pairs"], 100 * stats["matched_candidates"],
+             100 * stats["gt_joints_covered"])
     module = build_module(cfg, dm)
     loggers = build_loggers(cfg.logger, out_dir, run_name(overrides or []), sweep_name)
     summary = ModelSummary(module, max_depth=3)
@@ -100,7 +102,7 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=loggers or False,
                         callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir),
                         plugins=[AtomicCheckpointIO()])
-    metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in balance.items()}
+    metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in stats.items()}
     metrics["model/params"] = summary.total_parameters
     start = time.perf_counter()
     try:

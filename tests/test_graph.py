@@ -121,7 +121,7 @@ def test_cache_key_covers_data_and_every_vertex_setting(small_dataset):
     ds = PoseMapsDataset(small_dataset)
     key = cache_mod.cache_key(ds, ds.image_ids, GraphConfig())
     assert key == cache_mod.cache_key(ds, ds.image_ids, GraphConfig())
-    variants = [GraphConfig(normalization="none"), GraphConfig(candidates={"top_k": 5}),
+    variants = [GraphConfig(normalization="per_map"), GraphConfig(candidates={"top_k": 5}),
                 GraphConfig(features={"all_heats": True}), GraphConfig(match_threshold=0.7)]
     keys = {cache_mod.cache_key(ds, ds.image_ids, v) for v in variants}
     assert key not in keys and len(keys) == len(variants)
@@ -149,7 +149,7 @@ def test_cache_is_built_once_and_never_half_written(small_dataset, tmp_path, mon
 
     monkeypatch.setattr(cache_mod, "build_vertices", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        cache_mod.cached_graphs(ds, ds.image_ids, GraphConfig(normalization="none"), tmp_path,
+        cache_mod.cached_graphs(ds, ds.image_ids, GraphConfig(normalization="per_map"), tmp_path,
                                 "train", progress=False)
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == [path.name]
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written file either
@@ -169,8 +169,9 @@ def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_pa
     assert batch.num_graphs == 3
     assert batch.pair_index.max() < batch.num_nodes
     assert (batch.batch[batch.pair_index[0]] == batch.batch[batch.pair_index[1]]).all()
-    balance = dm.label_balance()
-    assert 0 < balance["positive_pairs"] < 0.5 and balance["matched_candidates"] > 0.5
+    stats = dm.statistics("train")
+    assert 0 < stats["positive_pairs"] < 0.5 and stats["matched_candidates"] > 0.5
+    assert 0.5 < stats["gt_joints_covered"] <= 1 and stats["images"] == 6
     assert dm.feature_mean.shape == (dm.dims()[0],)
 
 

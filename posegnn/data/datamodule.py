@@ -18,6 +18,7 @@ from torch_geometric.loader import DataLoader
 from posegnn.data.cache import cached_graphs, load_graphs
 from posegnn.data.graph import AddEdges, GraphConfig
 from posegnn.data.maps import PoseMapsDataset
+from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.io import file_lock
 
@@ -256,12 +257,6 @@ class PoseGraphDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def label_balance(self, split: str = "train") -> dict[str, float]:
-        """Share of positive pairs and of candidates matched to a person."""
-        data = self.dataset(split)
-        pos = sum(float(data[i].y.sum()) for i in range(len(data)))
-        pairs = sum(int(data[i].y.numel()) for i in range(len(data)))
-        matched = sum(int((g.person >= 0).sum()) for g in data.graphs)
-        nodes = sum(g.num_nodes for g in data.graphs)
-        return {"positive_pairs": pos / max(pairs, 1), "pairs": pairs,
-                "matched_candidates": matched / max(nodes, 1), "candidates": nodes}
+    def statistics(self, split: str = "train") -> dict[str, float]:
+        """Candidates and pairs per image, label balance and ground-truth coverage."""
+        return graph_statistics(self.dataset(split), self.source(split)[0])
