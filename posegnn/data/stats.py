@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from torch_geometric.data import Data
 
 from posegnn.data.maps import PoseMapsDataset
