@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from posegnn.data import cache as cache_mod
-from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
+from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks, max_filter
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.data.graph import AddEdges, EdgeConfig, GraphConfig, build_vertices
 from posegnn.data.maps import PoseMapsDataset
@@ -179,3 +179,17 @@ def test_datamodule_reports_missing_splits(tmp_path):
     dm = PoseGraphDataModule({"kind": "maps", "cache_dir": str(tmp_path)}, GraphConfig())
     with pytest.raises(ValueError, match="data.test is not set"):
         dm.source("test")
+
+
+def test_max_filter_equals_max_pooling():
+    maps = torch.rand(3, 40, 33)
+    pooled = torch.nn.functional.max_pool2d(maps[None], 5, stride=1, padding=2)[0]
+    assert torch.equal(max_filter(maps, 2), pooled)
+
+
+def test_a_plateau_gives_one_candidate():
+    heat = torch.zeros(1, 32, 32)
+    heat[0, 10, 10:12] = 0.8  # two equal neighbours, as float16 rounding makes them
+    heat[0, 20, 20] = 0.5
+    peaks = find_peaks(heat, CandidateConfig())
+    assert len(peaks.score) == 2 and peaks.uv[0, 1] == 10

@@ -33,16 +33,10 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
         raise ValueError(f"nms_kernel must be a positive odd number, got {cfg.nms_kernel}")
     k, h, w = heatmaps.shape
     pad = cfg.nms_kernel // 2
-    pooled = F.max_pool2d(heatmaps[None], cfg.nms_kernel, stride=1, padding=pad)[0]
-    is_peak = (heatmaps == pooled) & (heatmaps > cfg.threshold)
-    # A plateau (equal neighbours, common in float16 maps) keeps only its first pixel.
-    order = -torch.arange(h * w, dtype=torch.float32).reshape(1, h, w).expand(k, h, w)
-    first = F.max_pool2d(order.masked_fill(~is_peak, float("-inf"))[None], cfg.nms_kernel,
-                         stride=1, padding=pad)[0]
-    is_peak &= order == first
+    is_peak = (heatmaps == max_filter(heatmaps, pad)) & (heatmaps > cfg.threshold)
     flat = heatmaps.masked_fill(~is_peak, float("-inf")).reshape(k, -1)
     top_val, top_idx = flat.topk(min(cfg.top_k, h * w), dim=1)
-    keep = torch.isfinite(top_val)
+    keep = torch.isfinite(top_val) & ~_plateau_duplicates(top_val, top_idx, w, pad)
     joint = torch.arange(k).unsqueeze(1).expand_as(top_idx)[keep]
     idx, score = top_idx[keep], top_val[keep]
     row, col = (idx // w).float(), (idx % w).float()
@@ -50,6 +44,32 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     if cfg.refine and len(idx):
         uv = uv + _quadratic_offset(heatmaps, joint, idx // w, idx % w)
     return Peaks(uv, joint, score)
+
+
+def max_filter(maps: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over a (2r+1) x (2r+1) window of each map [K, H, W], as two separable
+    passes of shifted maxima (much faster on a CPU than max_pool2d with stride 1)."""
+    out = maps
+    for dim in (1, 2):
+        padded = F.pad(out, (radius, radius) if dim == 2 else (0, 0, radius, radius),
+                       value=float("-inf"))
+        size = out.shape[dim]
+        out = padded.narrow(dim, 0, size)
+        for shift in range(1, 2 * radius + 1):
+            out = torch.maximum(out, padded.narrow(dim, shift, size))
+    return out
+
+
+def _plateau_duplicates(val: torch.Tensor, idx: torch.Tensor, width: int,
+                        radius: int) -> torch.Tensor:
+    """[K, T] mask of peaks that tie with an earlier peak of the same map inside the NMS
+    window (a plateau: equal neighbours, common in float16 maps); the first one stays."""
+    row, col = idx // width, idx % width
+    near = ((row.unsqueeze(2) - row.unsqueeze(1)).abs() <= radius) & (
+        (col.unsqueeze(2) - col.unsqueeze(1)).abs() <= radius)
+    tie = (val.unsqueeze(2) == val.unsqueeze(1)) & torch.isfinite(val).unsqueeze(2)
+    earlier = idx.unsqueeze(1) < idx.unsqueeze(2)  # [k, i, j]: j comes before i
+    return (near & tie & earlier).any(dim=2)
 
 
 def _quadratic_offset(heat: torch.Tensor, joint, row, col) -> torch.Tensor:
