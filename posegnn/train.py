@@ -112,8 +112,10 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
         metrics.update(_scalars(trainer.callback_metrics))
         best = trainer.checkpoint_callback.best_model_path
         metrics["best_model_score"] = _float(trainer.checkpoint_callback.best_model_score)
-        if cfg.test:
+        if cfg.test and "test" in dm.available_splits():
             metrics.update(test(cfg, dm, trainer, best or None, out_dir))
+        elif cfg.test:
+            log.warning("no test split (data.test is not set): skipping the test groupings")
     finally:
         finish_wandb(loggers)
     write_metrics(out_dir / "metrics.json", metrics)

@@ -95,23 +95,6 @@ def test_predict_writes_coco_results_for_a_dataset_without_annotations(trained, 
     assert all(len(r["keypoints"]) == 42 for r in results)
 
 
-def test_resume_from_last_checkpoint_equals_an_uninterrupted_run(tmp_path):
-    base = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
-    base += ["test=false", "callbacks.val_ap_every_n_epochs=0"]
-    run("posegnn-train", *base, "trainer.max_epochs=4", "hydra.run.dir=" + str(tmp_path / "a"),
-        cwd=tmp_path)
-    run("posegnn-train", *base, "trainer.max_epochs=2", "hydra.run.dir=" + str(tmp_path / "b"),
-        cwd=tmp_path)
-    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
-    run("posegnn-train", *base, "trainer.max_epochs=4", f"ckpt_path={last}",
-        "hydra.run.dir=" + str(tmp_path / "c"), cwd=tmp_path)
-    full = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    resumed = json.loads((tmp_path / "c" / "metrics.json").read_text())
-    assert resumed["epochs"] == full["epochs"] == 4
-    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
-        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
-
-
 def test_a_typo_in_an_override_fails_at_start(tmp_path):
     proc = run("posegnn-train", "optimizer.lrr=0.1", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "lrr" in proc.stderr
@@ -149,3 +132,13 @@ def test_generate_writes_a_dataset_the_reader_accepts(tmp_path):
     ds = PoseMapsDataset(out)
     assert len(ds) == 3 and ds.layout.name == "coco17"
     assert ds.load_maps(ds.image_ids[0]).heatmaps.shape == (17, 256, 256)
+
+
+def test_train_on_a_maps_dataset_without_test_split(small_dataset, tmp_path):
+    args = ["data=maps", f"data.train={small_dataset}", "trainer.max_epochs=1", "progress=false",
+            "trainer.enable_progress_bar=false", "callbacks.val_ap_every_n_epochs=0",
+            f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run("posegnn-train", *args, cwd=tmp_path)
+    assert "skipping the test groupings" in proc.stderr + proc.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "val/loss" in metrics and not any(k.startswith("test/") for k in metrics)

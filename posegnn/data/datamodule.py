@@ -190,31 +190,33 @@ class PoseGraphDataModule(L.LightningDataModule):
     def _open(self, path: str) -> PoseMapsDataset:
         return PoseMapsDataset(path, sigmas=self.cfg.sigmas)
 
-    def stages_splits(self, stage: str | None) -> tuple[str, ...]:
-        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                None: SPLITS}.get(stage, ())
-
     # -- Lightning hooks ------------------------------------------------------------------
     def _cache_path(self, split: str) -> Path:
         ds, ids = self.source(split)
         return cached_graphs(ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split,
                              progress=self.progress)
 
-    def prepare_data(self) -> None:
-        for split in self._needed_splits():
-            self._cache_path(split)
-
-    def _needed_splits(self) -> tuple[str, ...]:
-        if self.cfg.kind == "maps" and self.cfg.test is None:
-            return ("train", "val")
-        if self.cfg.kind == "maps" and self.cfg.train is None:
-            return ("test",)
+    def available_splits(self) -> tuple[str, ...]:
+        """The splits this configuration has data for."""
+        if self.cfg.kind == "maps":
+            return tuple(s for s in SPLITS if getattr(self.cfg, s) is not None
+                         or (s == "val" and self.cfg.train is not None))
         return SPLITS
 
+    def prepare_data(self) -> None:
+        for split in self.available_splits():
+            self._cache_path(split)
+
+    def _load(self, split: str) -> list[Data]:
+        if split not in self.graphs:
+            self.graphs[split] = load_graphs(self._cache_path(split))
+        return self.graphs[split]
+
     def setup(self, stage: str | None = None) -> None:
-        for split in self.stages_splits(stage):
-            if split not in self.graphs and split in self._needed_splits():
-                self.graphs[split] = load_graphs(self._cache_path(split))
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for split in wanted.get(stage, SPLITS):
+            if split in self.available_splits():
+                self._load(split)
         if "train" in self.graphs and self.feature_mean is None:
             x = torch.cat([g.x for g in self.graphs["train"]])
             if len(x) == 0:
@@ -224,7 +226,7 @@ class PoseGraphDataModule(L.LightningDataModule):
 
     @property
     def layout(self):
-        return self.source(self._needed_splits()[0])[0].layout
+        return self.source(self.available_splits()[0])[0].layout
 
     @property
     def edges(self) -> AddEdges:
@@ -237,9 +239,8 @@ class PoseGraphDataModule(L.LightningDataModule):
         return sample.x.shape[1], sample.edge_attr.shape[1]
 
     def dataset(self, split: str) -> GraphList:
-        if split not in self.graphs:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
-        return GraphList(self.graphs[split], self.edges)
+        """The split's graphs, with edges added on access."""
+        return GraphList(self._load(split), self.edges)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
