@@ -25,9 +25,7 @@ class ValGroupingAP(L.Callback):
             return
         dm = trainer.datamodule
         subset = GraphList(dm.graphs["val"][:self.max_images], dm.edges)
-        ids = [int(g.image_id) for g in subset.graphs]
-        ds, _ = dm.source("val")
-        gt = ds.coco_dict(ids)
+        gt = dm.source("val")[0].coco_dict([int(g.image_id) for g in subset.graphs])
         was_training = pl_module.training
         gnn_cfg = {**self.grouping_cfg, "run": ["gnn"]}
         metrics = evaluate_groupings(gt, dm.layout, subset, gnn_cfg, module=pl_module,

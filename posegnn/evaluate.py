@@ -36,8 +36,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     dataset = dm.dataset(cfg.split)
     if module is not None:
         check_graph_compatible(module.hparams.graph, dm.graph_cfg.to_dict(), cfg.ckpt_path)
-    ds, ids = dm.source(cfg.split)
-    metrics = evaluate_groupings(ds.coco_dict(ids), dm.layout, dataset, groupings,
+    metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
                                  results_dir=out_dir, progress=cfg.progress)
     write_metrics(out_dir / "metrics.json", metrics)

@@ -128,11 +128,10 @@ def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str
     module = load_module(ckpt) if ckpt else trainer.lightning_module
     trainer.test(module, datamodule=dm, verbose=False)
     metrics = _scalars(trainer.callback_metrics, prefix="test/")
-    ds, ids = dm.source("test")
     metrics.update(evaluate_groupings(
-        ds.coco_dict(ids), dm.layout, dm.dataset("test"), OmegaConf.to_container(cfg.grouping),
-        module=module, prefix="test", batch_size=dm.cfg.batch_size, results_dir=out_dir,
-        progress=cfg.progress))
+        dm.ground_truth("test"), dm.layout, dm.dataset("test"),
+        OmegaConf.to_container(cfg.grouping), module=module, prefix="test",
+        batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress))
     print("\nTest split: OKS AP of each grouping on the same candidates\n")
     print(format_table(metrics, "test"))
     return metrics

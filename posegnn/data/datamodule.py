@@ -55,6 +55,7 @@ class DataConfig:
     split_seed: int = 0
     shuffle_seed: int = 0  # training order is a function of (shuffle_seed, epoch)
     sigmas: list[float] | None = None  # for a layout other than crowdpose14 / coco17
+    skip_bad_maps: bool = False  # leave out images whose maps are broken (logged), or stop
     batch_size: int = 8
     num_workers: int = 0
 
@@ -194,7 +195,7 @@ class PoseGraphDataModule(L.LightningDataModule):
     def _cache_path(self, split: str) -> Path:
         ds, ids = self.source(split)
         return cached_graphs(ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split,
-                             progress=self.progress)
+                             progress=self.progress, skip_bad=self.cfg.skip_bad_maps)
 
     def available_splits(self) -> tuple[str, ...]:
         """The splits this configuration has data for."""
@@ -257,6 +258,11 @@ class PoseGraphDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def ground_truth(self, split: str) -> dict:
+        """COCO ground truth of the images the split's graphs were built from."""
+        ids = [int(g.image_id) for g in self._load(split)]
+        return self.source(split)[0].coco_dict(ids)
 
     def statistics(self, split: str = "train") -> dict[str, float]:
         """Candidates and pairs per image, label balance and ground-truth coverage."""
