@@ -199,3 +199,13 @@ def test_cluster_and_search_configs_compose(overrides):
         assert set(hydra_cfg.sweeper.params) == {"graph.normalization", "model", "optimizer",
                                                  "optimizer.lr"}
         assert "joblib" in hydra_cfg.launcher._target_.lower()
+
+
+def test_checkpoints_can_monitor_validation_ap(tmp_path):
+    overrides = [*tiny_train_overrides(tmp_path), "callbacks.monitor=val/gnn/AP",
+                 "callbacks.mode=max", "callbacks.val_ap_every_n_epochs=5", "test=false",
+                 "callbacks.figures_every_n_epochs=0"]
+    metrics = train(_compose(*overrides), tmp_path / "run", overrides)
+    assert metrics["best_model_score"] == pytest.approx(
+        max(metrics["val/gnn/AP"], metrics["best_model_score"]))
+    assert list((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
