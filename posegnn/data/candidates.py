@@ -31,18 +31,22 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     """Local maxima of each heatmap [K, H, W] above ``threshold``, at most ``top_k`` each."""
     if cfg.nms_kernel < 1 or cfg.nms_kernel % 2 == 0:
         raise ValueError(f"nms_kernel must be a positive odd number, got {cfg.nms_kernel}")
-    k, h, w = heatmaps.shape
     pad = cfg.nms_kernel // 2
     is_peak = (heatmaps == max_filter(heatmaps, pad)) & (heatmaps > cfg.threshold)
-    flat = heatmaps.masked_fill(~is_peak, float("-inf")).reshape(k, -1)
-    top_val, top_idx = flat.topk(min(cfg.top_k, h * w), dim=1)
-    keep = torch.isfinite(top_val) & ~_plateau_duplicates(top_val, top_idx, w, pad)
-    joint = torch.arange(k).unsqueeze(1).expand_as(top_idx)[keep]
-    idx, score = top_idx[keep], top_val[keep]
-    row, col = (idx // w).float(), (idx % w).float()
-    uv = torch.stack([col, row], dim=1)
-    if cfg.refine and len(idx):
-        uv = uv + _quadratic_offset(heatmaps, joint, idx // w, idx % w)
+    joint, row, col = is_peak.nonzero(as_tuple=True)
+    score = heatmaps[joint, row, col]
+    # group by joint type, strongest first, and keep the first top_k of each group
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(joint[order], stable=True)]
+    joint, row, col, score = joint[order], row[order], col[order], score[order]
+    rank = torch.arange(len(joint)) - torch.searchsorted(joint, joint)
+    keep = rank < cfg.top_k
+    joint, row, col, score = joint[keep], row[keep], col[keep], score[keep]
+    keep = ~_plateau_duplicates(joint, row, col, score, pad)
+    joint, row, col, score = joint[keep], row[keep], col[keep], score[keep]
+    uv = torch.stack([col, row], dim=1).float()
+    if cfg.refine and len(joint):
+        uv = uv + _quadratic_offset(heatmaps, joint, row, col)
     return Peaks(uv, joint, score)
 
 
@@ -60,16 +64,17 @@ def max_filter(maps: torch.Tensor, radius: int) -> torch.Tensor:
     return out
 
 
-def _plateau_duplicates(val: torch.Tensor, idx: torch.Tensor, width: int,
-                        radius: int) -> torch.Tensor:
-    """[K, T] mask of peaks that tie with an earlier peak of the same map inside the NMS
-    window (a plateau: equal neighbours, common in float16 maps); the first one stays."""
-    row, col = idx // width, idx % width
-    near = ((row.unsqueeze(2) - row.unsqueeze(1)).abs() <= radius) & (
-        (col.unsqueeze(2) - col.unsqueeze(1)).abs() <= radius)
-    tie = (val.unsqueeze(2) == val.unsqueeze(1)) & torch.isfinite(val).unsqueeze(2)
-    earlier = idx.unsqueeze(1) < idx.unsqueeze(2)  # [k, i, j]: j comes before i
-    return (near & tie & earlier).any(dim=2)
+def _plateau_duplicates(joint: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
+                        score: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mask of peaks that tie with an earlier (in raster order) peak of the same map inside
+    the NMS window: a plateau of equal neighbours, common in float16 maps, keeps one."""
+    near = ((row.unsqueeze(1) - row.unsqueeze(0)).abs() <= radius) & (
+        (col.unsqueeze(1) - col.unsqueeze(0)).abs() <= radius)
+    same = (joint.unsqueeze(1) == joint.unsqueeze(0)) & (score.unsqueeze(1) == score.unsqueeze(0))
+    above = row.unsqueeze(0) < row.unsqueeze(1)
+    left = (row.unsqueeze(0) == row.unsqueeze(1)) & (col.unsqueeze(0) < col.unsqueeze(1))
+    earlier = above | left  # [i, j]: j comes before i in raster order
+    return (near & same & earlier).any(dim=1)
 
 
 def _quadratic_offset(heat: torch.Tensor, joint, row, col) -> torch.Tensor:
