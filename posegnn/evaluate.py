@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from posegnn.checkpoints import check_graph_compatible, load_module
+from posegnn.checkpoints import load_module
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
@@ -34,8 +34,6 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     dm = PoseGraphDataModule(OmegaConf.to_container(cfg.data, resolve=True), graph,
                              progress=cfg.progress)
     dataset = dm.dataset(cfg.split)
-    if module is not None:
-        check_graph_compatible(module.hparams.graph, dm.graph_cfg.to_dict(), cfg.ckpt_path)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
                                  results_dir=out_dir, progress=cfg.progress)

@@ -23,9 +23,6 @@ def predict(cfg: DictConfig) -> int:
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
              if cfg.grouping == "gnn" else None)
-    if cfg.grouping == "oracle":
-        raise SystemExit("posegnn-predict: the oracle grouping needs ground truth; "
-                         "use posegnn-eval")
     settings = OmegaConf.to_container(cfg.groupings, resolve=True).get(cfg.grouping) or {}
     results, _ = group_images(cfg.grouping, settings, ds.layout, graphs, probs, cfg.progress)
     write_json(cfg.out, results)

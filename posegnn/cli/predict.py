@@ -13,6 +13,9 @@ def main(cfg: DictConfig) -> None:
     from posegnn.predict import predict
 
     prepare_runtime(cfg)
+    if cfg.grouping == "oracle":
+        raise SystemExit("posegnn-predict: the oracle grouping needs ground truth; "
+                         "use posegnn-eval")
     missing = [k for k in ("input", "out") if not cfg[k]]
     if cfg.grouping == "gnn" and not cfg.ckpt_path:
         missing.insert(0, "ckpt_path")

@@ -121,15 +121,15 @@ def vertex_features(maps: ImageMaps, all_tags: torch.Tensor, all_heats: torch.Te
 
 
 def candidate_pairs(pos: torch.Tensor, joint: torch.Tensor, long_side: float,
-                    layout: Layout, cfg: EdgeConfig) -> torch.Tensor:
-    """Unordered pairs [2, M] (i < j) of candidates of different joint types."""
+                    limbs: torch.Tensor, cfg: EdgeConfig) -> torch.Tensor:
+    """Unordered pairs [2, M] (i < j) of candidates of different joint types; ``limbs``
+    is the layout's [K, K] limb matrix (:meth:`Layout.limb_matrix`)."""
     n = len(joint)
     if n < 2:
         return torch.zeros((2, 0), dtype=torch.long)
     dist = torch.cdist(pos, pos)
     allowed = joint.unsqueeze(0) != joint.unsqueeze(1)
     if cfg.strategy == "skeleton":
-        limbs = torch.from_numpy(layout.limb_matrix())
         allowed &= limbs[joint][:, joint] > 0
     if cfg.strategy == "knn":
         masked = dist.masked_fill(~allowed, float("inf"))
@@ -145,9 +145,9 @@ def candidate_pairs(pos: torch.Tensor, joint: torch.Tensor, long_side: float,
 
 def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
                     joint: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                    long_side: float, layout: Layout, cfg: EdgeConfig) -> torch.Tensor:
+                    long_side: float, limbs: torch.Tensor, cfg: EdgeConfig) -> torch.Tensor:
     """Attributes of directed edges src -> dst: offset, scaled distance, tag difference,
-    heat scores and limb type."""
+    heat scores, limb type (from the [K, K] limb matrix) and competition margins."""
     offset = (pos[dst] - pos[src]) / long_side
     dist = offset.norm(dim=1, keepdim=True)
     parts = []
@@ -160,11 +160,11 @@ def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
     if cfg.scores:
         parts.append(torch.stack([score[src], score[dst]], dim=1))
     if cfg.limb:
-        limbs = torch.from_numpy(layout.limb_matrix())[joint[src], joint[dst]]
-        parts.append(torch.nn.functional.one_hot(limbs, len(layout.limbs) + 1).float())
+        limb = limbs[joint[src], joint[dst]]
+        parts.append(torch.nn.functional.one_hot(limb, int(limbs.max()) + 1).float())
     if cfg.competition:
         parts.append(competition_attributes(tag, joint, src, dst, dist.squeeze(1),
-                                            layout.num_joints))
+                                            len(limbs)))
     if not parts:
         return torch.zeros((len(src), 0))
     return torch.cat(parts, dim=1).float()
@@ -246,17 +246,18 @@ class AddEdges:
 
     def __init__(self, layout: Layout, cfg: EdgeConfig) -> None:
         self.layout, self.cfg = layout, cfg
+        self.limbs = torch.from_numpy(layout.limb_matrix())  # once, not per graph
 
     def __call__(self, data: Data) -> Data:
         data = data.clone()
         long_side = float(data.long_side)
-        pairs = candidate_pairs(data.pos, data.joint, long_side, self.layout, self.cfg)
+        pairs = candidate_pairs(data.pos, data.joint, long_side, self.limbs, self.cfg)
         src = torch.cat([pairs[0], pairs[1]])
         dst = torch.cat([pairs[1], pairs[0]])
         data.pair_index = pairs
         data.edge_index = torch.stack([src, dst])
         data.edge_attr = edge_attributes(data.pos, data.feat_tag, data.score, data.joint,
-                                         src, dst, long_side, self.layout, self.cfg)
+                                         src, dst, long_side, self.limbs, self.cfg)
         m = pairs.shape[1]
         data.pair_attr, data.pair_attr_rev = data.edge_attr[:m], data.edge_attr[m:]
         pi, pj = data.person[pairs[0]], data.person[pairs[1]]
