@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import math
 import os
@@ -16,23 +17,54 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+class WriteError(OSError):
+    """A file could not be written; the message names it, and the previous file is kept."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write`` on a temporary file beside ``path``, then move it into place.
+
+    The file gets the permissions of an ordinary ``open`` under the user's umask (a
+    temporary file alone would be private). A full disk, a file-size limit or a
+    read-only folder raise :class:`WriteError` naming ``path``; whatever was there before
+    is left untouched and no temporary file remains.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = "; the previous file is kept" if path.exists() else ""
+        raise WriteError(err.errno, f"{path}: could not write ({err.strerror or err}){kept}"
+                         ) from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` through :func:`atomic_write`; serialized in memory first, since
+    torch's writer turns a failed write (a full disk) into an opaque RuntimeError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def write_json(path: str | Path, obj) -> Path:

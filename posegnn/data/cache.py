@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -17,7 +18,11 @@ from posegnn.io import atomic_torch_save, file_lock
 
 log = logging.getLogger(__name__)
 # Bump when the stored graph format changes: old caches are then never read.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+
+class CacheError(ValueError):
+    """A cache file is foreign, planted, corrupted or of another format."""
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -76,21 +81,80 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
 
 def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                   cache_dir: Path, split: str, progress: bool = True,
-                  skip_bad: bool = False) -> Path:
-    """Path of the split's cached graphs, building them first when missing."""
+                  skip_bad: bool = False, rebuild: bool = False) -> Path:
+    """Path of the split's cached graphs, building them first when missing (or when
+    ``rebuild``)."""
     key = cache_key(dataset, image_ids, cfg, skip_bad)
     path = Path(cache_dir) / f"{split}-{key}.pt"
     with file_lock(path.parent / ".locks" / f"{path.stem}.lock"):
-        if not path.exists():
+        if rebuild or not path.exists():
             graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",
                                   progress=progress, skip_bad=skip_bad)
-            atomic_torch_save({"format": CACHE_FORMAT, "graphs": graphs}, path)
+            atomic_torch_save(pack_graphs(graphs), path)
     return path
 
 
-def load_graphs(path: Path) -> list[Data]:
-    """Read graphs written by :func:`cached_graphs` (our own files: full unpickling)."""
-    blob = torch.load(path, weights_only=False)
+def load_cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                       cache_dir: Path, split: str, progress: bool = True,
+                       skip_bad: bool = False) -> list[Data]:
+    """The split's graphs from the cache; a cache file that cannot be trusted or read is
+    reported and rebuilt."""
+    args = (dataset, image_ids, cfg, cache_dir, split, progress, skip_bad)
+    path = cached_graphs(*args)
+    try:
+        return load_graphs(path)
+    except CacheError as err:
+        log.warning("%s; rebuilding it", err)
+        return load_graphs(cached_graphs(*args, rebuild=True))
+
+
+def pack_graphs(graphs: list[Data]) -> dict:
+    """Graphs as plain tensors, one concatenated tensor per field, so that a cache loads
+    with ``weights_only=True`` and nothing in it can run code."""
+    keys = sorted({k for g in graphs for k in g.keys()} - {"num_nodes"})
+    fields = {}
+    for key in keys:
+        values = [g[key] for g in graphs]
+        if not all(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
+            raise TypeError(f"graph field {key!r} is not a tensor in every graph")
+        fields[key] = {"data": torch.cat(values), "sizes": torch.tensor([len(v) for v in values])}
+    return {"format": CACHE_FORMAT, "num_graphs": len(graphs),
+            "num_nodes": torch.tensor([g.num_nodes for g in graphs], dtype=torch.long),
+            "fields": fields}
+
+
+def unpack_graphs(blob: dict, path: Path) -> list[Data]:
+    """Inverse of :func:`pack_graphs`, checking every size against the stored data."""
     if not isinstance(blob, dict) or blob.get("format") != CACHE_FORMAT:
-        raise ValueError(f"{path}: not a graph cache of format {CACHE_FORMAT}; delete it")
-    return blob["graphs"]
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise CacheError(f"{path}: not a graph cache of format {CACHE_FORMAT} (found {found})")
+    try:
+        n, num_nodes, fields = blob["num_graphs"], blob["num_nodes"], blob["fields"]
+        if len(num_nodes) != n:
+            raise ValueError("node counts do not match the number of graphs")
+        columns = {}
+        for key, column in fields.items():
+            sizes = column["sizes"].tolist()
+            if len(sizes) != n or sum(sizes) != len(column["data"]):
+                raise ValueError(f"field {key!r} does not split into {n} graphs")
+            columns[key] = column["data"].split(sizes)
+        return [Data(num_nodes=int(num_nodes[i]), **{k: v[i] for k, v in columns.items()})
+                for i in range(n)]
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CacheError(f"{path}: corrupted graph cache ({err})") from None
+
+
+def load_graphs(path: Path) -> list[Data]:
+    """Read graphs written by :func:`cached_graphs`. Loading is weights-only: a planted
+    pickle that would run code, a truncated or foreign file raise :class:`CacheError`."""
+    try:
+        blob = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError:
+        raise CacheError(f"{path}: refused as a graph cache: it holds pickled objects other "
+                         "than tensors and numbers, which could run code") from None
+    except Exception as err:  # RuntimeError (not a zip), EOFError (truncated), ...
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CacheError(f"{path}: unreadable graph cache ({reason})") from None
+    return unpack_graphs(blob, path)

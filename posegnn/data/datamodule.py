@@ -15,9 +15,9 @@ from torch.utils.data import Dataset, Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from posegnn.data.cache import cached_graphs, load_graphs
+from posegnn.data.cache import cached_graphs, load_cached_graphs
 from posegnn.data.graph import AddEdges, GraphConfig
-from posegnn.data.maps import PoseMapsDataset
+from posegnn.data.maps import MAX_MAP_MIB, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.io import file_lock
@@ -56,6 +56,8 @@ class DataConfig:
     shuffle_seed: int = 0  # training order is a function of (shuffle_seed, epoch)
     sigmas: list[float] | None = None  # for a layout other than crowdpose14 / coco17
     skip_bad_maps: bool = False  # leave out images whose maps are broken (logged), or stop
+    skip_bad_annotations: bool = False  # the same for images with broken annotations
+    max_map_mib: float = MAX_MAP_MIB  # largest accepted maps of one image, as float32
     batch_size: int = 8
     num_workers: int = 0
 
@@ -166,7 +168,7 @@ class PoseGraphDataModule(L.LightningDataModule):
         if split in self._sources:
             return self._sources[split]
         if self.cfg.kind == "synthetic":
-            ds = PoseMapsDataset(self._synthetic_dir(split), sigmas=self.cfg.sigmas)
+            ds = self._open(self._synthetic_dir(split))
             self._sources[split] = (ds, list(ds.image_ids))
         elif self.cfg.kind == "maps":
             self._sources[split] = self._maps_source(split)
@@ -188,14 +190,15 @@ class PoseGraphDataModule(L.LightningDataModule):
             ids = _split_ids(ids, self.cfg.val_fraction, self.cfg.split_seed)[0]
         return ds, ids
 
-    def _open(self, path: str) -> PoseMapsDataset:
-        return PoseMapsDataset(path, sigmas=self.cfg.sigmas)
+    def _open(self, path: str | Path) -> PoseMapsDataset:
+        return PoseMapsDataset(path, sigmas=self.cfg.sigmas, max_map_mib=self.cfg.max_map_mib,
+                               skip_bad_annotations=self.cfg.skip_bad_annotations)
 
     # -- Lightning hooks ------------------------------------------------------------------
-    def _cache_path(self, split: str) -> Path:
+    def _cache_args(self, split: str) -> tuple:
         ds, ids = self.source(split)
-        return cached_graphs(ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split,
-                             progress=self.progress, skip_bad=self.cfg.skip_bad_maps)
+        return ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split, self.progress, \
+            self.cfg.skip_bad_maps
 
     def available_splits(self) -> tuple[str, ...]:
         """The splits this configuration has data for."""
@@ -206,11 +209,11 @@ class PoseGraphDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         for split in self.available_splits():
-            self._cache_path(split)
+            cached_graphs(*self._cache_args(split))
 
     def _load(self, split: str) -> list[Data]:
         if split not in self.graphs:
-            self.graphs[split] = load_graphs(self._cache_path(split))
+            self.graphs[split] = load_cached_graphs(*self._cache_args(split))
         return self.graphs[split]
 
     def setup(self, stage: str | None = None) -> None:

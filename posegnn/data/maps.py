@@ -28,6 +28,10 @@ OPTIONAL_ARRAYS = {"map_to_image"}
 # Labeled keypoints may stray this far outside the image (as a fraction of its size):
 # real annotation files hold a few at x = -1 .. -7.
 OUTSIDE_TOLERANCE = 0.05
+# Largest accepted maps of one image, heatmaps and tags together, counted as float32 once
+# decompressed: HigherHRNet's COCO maps at a 1024-pixel input are about 70 MiB.
+MAX_MAP_MIB = 256.0
+MAP_DTYPES = (np.float16, np.float32)
 
 
 class DatasetError(ValueError):
@@ -91,12 +95,18 @@ class PoseMapsDataset:
 
     ``require_annotations=False`` accepts a prediction-only dataset that lists images
     but no annotations. ``sigmas`` is needed only for a layout other than crowdpose14
-    and coco17.
+    and coco17. ``skip_bad_annotations`` leaves out every image with a broken entry (an
+    image without a size, an annotation with bad keypoints or a duplicate id) instead of
+    raising; ``skipped`` then says which and why, and the ground truth follows.
     """
 
     def __init__(self, root: str | Path, sigmas: list[float] | None = None,
-                 require_annotations: bool = True, check_maps: bool = True) -> None:
+                 require_annotations: bool = True, check_maps: bool = True,
+                 max_map_mib: float = MAX_MAP_MIB, skip_bad_annotations: bool = False) -> None:
         self.root = Path(root)
+        self.max_map_mib = max_map_mib
+        self.skip_bad_annotations = skip_bad_annotations
+        self.skipped: dict[int, str] = {}  # image id -> why it was left out
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: not a directory (expected a pose-maps dataset)")
         self.ann_path = self.root / ANNOTATIONS
@@ -106,6 +116,8 @@ class PoseMapsDataset:
         if require_annotations and not self.has_annotations:
             raise DatasetError(f"{self.ann_path}: no 'annotations' list")
         self.annotations = self._normalize_annotations(raw.get("annotations") or [])
+        if self.skipped:
+            self._leave_out_skipped(len(self.images))
         self.image_ids = [img["id"] for img in self.images]
         self._by_image: dict[int, list[dict]] = {i: [] for i in self.image_ids}
         for ann in self.annotations:
@@ -124,7 +136,9 @@ class PoseMapsDataset:
         for img in images:
             for key in ("width", "height"):
                 if not _is_number(img.get(key)) or img[key] <= 0:
-                    raise DatasetError(f"{path}: image {img['id']} has no positive '{key}'")
+                    self._broken(img["id"], f"{path}: image {img['id']} has no positive "
+                                            f"'{key}'")
+                    img[key] = 1  # only reached when skipping: the image is left out
             # CrowdPose's official json spells it crowdIndex
             if "crowd_index" not in img and "crowdIndex" in img:
                 img["crowd_index"] = img.pop("crowdIndex")
@@ -148,42 +162,68 @@ class PoseMapsDataset:
         return images, category, layout
 
     def _normalize_annotations(self, anns: list) -> list[dict]:
-        path, k = self.ann_path, self.layout.num_joints
+        path = self.ann_path
         if not isinstance(anns, list):
             raise DatasetError(f"{path}: 'annotations' must be a list")
-        _unique_ids(anns, "annotations", path)
         images = {img["id"]: img for img in self.images}
-        out = []
+        out, seen = [], set()
         for ann in anns:
-            aid = ann["id"]
+            if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+                raise DatasetError(f"{path}: every entry of 'annotations' needs an integer "
+                                   "'id'")
             img = images.get(ann.get("image_id")) if _is_int(ann.get("image_id")) else None
             if img is None:
-                raise DatasetError(f"{path}: annotation {aid} refers to unknown image "
+                raise DatasetError(f"{path}: annotation {ann['id']} refers to unknown image "
                                    f"{ann.get('image_id')}")
-            kps = ann.get("keypoints")
-            if not isinstance(kps, list) or len(kps) != 3 * k or not all(map(_is_number, kps)):
-                n = len(kps) if isinstance(kps, list) else "no"
-                raise DatasetError(f"{path}: annotation {aid} has {n} keypoint values, "
-                                   f"expected 3 * {k} numbers for layout {self.layout.name}")
-            arr = np.asarray(kps, dtype=np.float64).reshape(k, 3)
-            if not np.isfinite(arr).all():
-                raise DatasetError(f"{path}: annotation {aid} has NaN or inf keypoints")
-            v = arr[:, 2]
-            if not np.isin(v, (0, 1, 2)).all():
-                raise DatasetError(f"{path}: annotation {aid} has visibility flags "
-                                   f"{sorted(set(v.tolist()))}; only 0, 1, 2 are allowed")
-            self._check_inside(arr[v > 0, :2], img, aid)
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-                bbox = _bbox_of(arr)
-            area = ann.get("area")
-            if not _is_number(area):  # CrowdPose: crowdposetools uses 0.53 * box area
-                area = 0.53 * bbox[2] * bbox[3]
-            out.append({**ann, "keypoints": arr.reshape(-1).tolist(), "bbox": list(bbox),
-                        "area": float(area), "iscrowd": int(ann.get("iscrowd", 0)),
-                        "category_id": ann.get("category_id", self.category.get("id", 1)),
-                        "num_keypoints": int((v > 0).sum())})
+            try:
+                if ann["id"] in seen:
+                    raise DatasetError(f"{path}: duplicate annotations id {ann['id']}")
+                seen.add(ann["id"])
+                out.append(self._normalize_annotation(ann, img))
+            except DatasetError as err:
+                self._broken(img["id"], str(err))
         return out
+
+    def _broken(self, image_id: int, message: str) -> None:
+        """Raise ``message``, or remember the image as left out when skipping."""
+        if not self.skip_bad_annotations:
+            raise DatasetError(message)
+        self.skipped.setdefault(image_id, message)
+
+    def _leave_out_skipped(self, total: int) -> None:
+        self.images = [img for img in self.images if img["id"] not in self.skipped]
+        self.annotations = [a for a in self.annotations if a["image_id"] not in self.skipped]
+        shown = "\n  ".join(list(self.skipped.values())[:10])
+        log.warning("%s: left out %d of %d images with broken annotations "
+                    "(data.skip_bad_annotations):\n  %s", self.ann_path, len(self.skipped),
+                    total, shown)
+
+    def _normalize_annotation(self, ann: dict, img: dict) -> dict:
+        """One annotation checked and completed (area, bbox, iscrowd, num_keypoints)."""
+        path, k, aid = self.ann_path, self.layout.num_joints, ann["id"]
+        kps = ann.get("keypoints")
+        if not isinstance(kps, list) or len(kps) != 3 * k or not all(map(_is_number, kps)):
+            n = len(kps) if isinstance(kps, list) else "no"
+            raise DatasetError(f"{path}: annotation {aid} has {n} keypoint values, "
+                               f"expected 3 * {k} numbers for layout {self.layout.name}")
+        arr = np.asarray(kps, dtype=np.float64).reshape(k, 3)
+        if not np.isfinite(arr).all():
+            raise DatasetError(f"{path}: annotation {aid} has NaN or inf keypoints")
+        v = arr[:, 2]
+        if not np.isin(v, (0, 1, 2)).all():
+            raise DatasetError(f"{path}: annotation {aid} has visibility flags "
+                               f"{sorted(set(v.tolist()))}; only 0, 1, 2 are allowed")
+        self._check_inside(arr[v > 0, :2], img, aid)
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            bbox = _bbox_of(arr)
+        area = ann.get("area")
+        if not _is_number(area):  # CrowdPose: crowdposetools uses 0.53 * box area
+            area = 0.53 * bbox[2] * bbox[3]
+        return {**ann, "keypoints": arr.reshape(-1).tolist(), "bbox": list(bbox),
+                "area": float(area), "iscrowd": int(ann.get("iscrowd", 0)),
+                "category_id": ann.get("category_id", self.category.get("id", 1)),
+                "num_keypoints": int((v > 0).sum())}
 
     def _check_inside(self, xy: np.ndarray, img: dict, aid) -> None:
         w, h = img["width"], img["height"]
@@ -202,10 +242,13 @@ class PoseMapsDataset:
         on_disk = {p.stem for p in maps_dir.glob("*.npz")}
         listed = {str(i) for i in self.image_ids}
         missing = sorted(listed - on_disk)
+        extra = sorted(on_disk - listed - {str(i) for i in self.skipped})
         if missing:
+            padded = next((e for e in extra if e.lstrip("0") == missing[0].lstrip("0")), None)
+            fix = (f"; name files by id: {padded}.npz should be {missing[0]}.npz" if padded
+                   else f" (expected {missing[0]}.npz)")
             raise DatasetError(f"{maps_dir}: no maps for {len(missing)} listed image(s), "
-                               f"e.g. image id {missing[0]} (expected {missing[0]}.npz)")
-        extra = sorted(on_disk - listed)
+                               f"e.g. image id {missing[0]}{fix}")
         if extra:
             raise DatasetError(f"{maps_dir}/{extra[0]}.npz: maps for an image that "
                                f"{ANNOTATIONS} does not list ({len(extra)} such file(s))")
@@ -243,7 +286,8 @@ class PoseMapsDataset:
 
     def load_maps(self, image_id: int) -> ImageMaps:
         """Load and validate the maps of one image."""
-        return read_maps(self.maps_path(image_id), self.image(image_id), self.layout.num_joints)
+        return read_maps(self.maps_path(image_id), self.image(image_id), self.layout.num_joints,
+                         self.max_map_mib)
 
 
 def _bbox_of(kps: np.ndarray) -> list[float]:
@@ -254,32 +298,82 @@ def _bbox_of(kps: np.ndarray) -> list[float]:
     return [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
 
 
-def read_maps(path: Path, image: dict, num_joints: int) -> ImageMaps:
-    """Read one ``maps/<id>.npz`` and check names, ranks, K, dtype and finiteness."""
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an npz, read from the ``.npy`` headers without
+    decompressing any data (a small file may hold gigabytes of zeros)."""
+    headers = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"array '{name}' has npy format {version}")
+            headers[name] = (shape, dtype)
+    return headers
+
+
+def _check_headers(path: Path, headers: dict, num_joints: int, max_mib: float) -> None:
+    """Names, ranks, K, dtypes and total size of the arrays, before reading their data."""
+    names = set(headers)
+    missing, extra = MAP_ARRAYS - names, names - MAP_ARRAYS - OPTIONAL_ARRAYS
+    if missing or extra:
+        raise DatasetError(f"{path}: arrays {sorted(names)}; "
+                           f"missing {sorted(missing)}, unexpected {sorted(extra)}")
+    for name, ranks in (("heatmaps", (3,)), ("tags", (3, 4))):
+        shape, dtype = headers[name]
+        if len(shape) not in ranks:
+            hint = ""
+            if len(shape) == 3 and shape[-1] == num_joints:
+                hint = " (channel-last? write arr.transpose(2, 0, 1))"
+            raise DatasetError(f"{path}: '{name}' has rank {len(shape)} {shape}, expected "
+                               f"{' or '.join(str(r) for r in ranks)}{hint}")
+        if dtype not in MAP_DTYPES:
+            raise DatasetError(f"{path}: '{name}' has dtype {dtype}, expected float16 or "
+                               "float32 (write arr.astype(np.float32))")
+        if shape[0] != num_joints:
+            hint = " (channel-last? put the joint axis first)" if shape[-1] == num_joints else ""
+            raise DatasetError(f"{path}: '{name}' has K={shape[0]} maps but the "
+                               f"annotations name {num_joints} keypoints{hint}")
+        if min(shape) == 0:
+            raise DatasetError(f"{path}: '{name}' is empty {shape}")
+    heat, tags = headers["heatmaps"][0], headers["tags"][0]
+    stride_x, stride_y = heat[2] / tags[2], heat[1] / tags[1]
+    if abs(stride_x / stride_y - 1) > 0.05:
+        raise DatasetError(f"{path}: heatmaps {heat[1:]} and tags {tags[1:3]} do not cover "
+                           f"the same field of view (strides {stride_x:g} in x, {stride_y:g} "
+                           "in y)")
+    mib = 4 * (np.prod(heat) + np.prod(tags)) / 2**20
+    if mib > max_mib:
+        raise DatasetError(f"{path}: heatmaps {heat} and tags {tags} take {mib:,.0f} MiB as "
+                           f"float32, above the {max_mib:g} MiB allowed per image "
+                           "(data.max_map_mib)")
+    if "map_to_image" in headers and headers["map_to_image"][0] != (2, 3):
+        raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine, got "
+                           f"shape {headers['map_to_image'][0]}")
+
+
+def read_maps(path: Path, image: dict, num_joints: int,
+              max_mib: float = MAX_MAP_MIB) -> ImageMaps:
+    """Read one ``maps/<id>.npz``: names, ranks, K, dtypes and size are checked from the
+    headers before any data is decompressed, then the values' finiteness."""
     try:
+        _check_headers(path, npz_headers(path), num_joints, max_mib)
         with np.load(path, allow_pickle=False) as npz:
-            names = set(npz.files)
-            missing, extra = MAP_ARRAYS - names, names - MAP_ARRAYS - OPTIONAL_ARRAYS
-            if missing or extra:
-                raise DatasetError(f"{path}: arrays {sorted(names)}; "
-                                   f"missing {sorted(missing)}, unexpected {sorted(extra)}")
-            arrays = {name: npz[name] for name in names}
+            arrays = {name: npz[name] for name in npz.files}
     except DatasetError:
         raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DatasetError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
+        raise DatasetError(f"{path}: unreadable npz ({type(e).__name__}: {e}); "
+                           "data.skip_bad_maps=true leaves such images out") from None
     heat, tags = arrays["heatmaps"], arrays["tags"]
-    for name, arr, ranks in (("heatmaps", heat, (3,)), ("tags", tags, (3, 4))):
-        if arr.ndim not in ranks:
-            raise DatasetError(f"{path}: '{name}' has rank {arr.ndim} {arr.shape}, expected "
-                               f"{' or '.join(str(r) for r in ranks)}")
-        if arr.dtype not in (np.float16, np.float32, np.float64):
-            raise DatasetError(f"{path}: '{name}' has dtype {arr.dtype}, expected float16/32")
-        if arr.shape[0] != num_joints:
-            raise DatasetError(f"{path}: '{name}' has K={arr.shape[0]} maps but the "
-                               f"annotations name {num_joints} keypoints")
+    for name, arr in (("heatmaps", heat), ("tags", tags)):
         if not np.isfinite(arr).all():
             raise DatasetError(f"{path}: '{name}' contains NaN or inf "
                                f"({int((~np.isfinite(arr)).sum())} values)")
@@ -289,8 +383,7 @@ def read_maps(path: Path, image: dict, num_joints: int) -> ImageMaps:
     if affine is None:
         affine = np.array([[image["width"] / heat.shape[2], 0.0, 0.0],
                            [0.0, image["height"] / heat.shape[1], 0.0]])
-    elif affine.shape != (2, 3) or not np.isfinite(affine).all():
-        raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine, got "
-                           f"shape {affine.shape}")
-    return ImageMaps(int(image["id"]), heat.astype(np.float32), tags.astype(np.float32),
-                     np.asarray(affine, dtype=np.float64))
+    elif not np.isfinite(affine).all():
+        raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine")
+    return ImageMaps(int(image["id"]), heat.astype(np.float32, copy=False),
+                     tags.astype(np.float32, copy=False), np.asarray(affine, dtype=np.float64))
