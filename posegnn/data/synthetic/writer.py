@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from posegnn.io import current_umask
 from posegnn.layouts import Layout, get_layout
 
 from .detector import DetectorNoise, letterbox, render_maps
@@ -181,7 +182,7 @@ def generate_dataset(out: str | Path, cfg: SyntheticConfig | dict, progress: boo
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is not
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the dataset is not
         (tmp / "maps").mkdir()
         images, annotations = [], []
         for image_id in tqdm(ids, desc="generate", unit="img", disable=not progress):
