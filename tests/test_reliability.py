@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch_geometric.data import Batch
 
+import posegnn.train
 from posegnn.config import CONF_DIR, register_schemas
 from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
 from posegnn.data.maps import ImageMaps, PoseMapsDataset
@@ -27,6 +29,7 @@ from posegnn.evaluation.runner import candidates_of
 from posegnn.grouping import build_grouping
 from posegnn.layouts import CROWDPOSE14
 from posegnn.models.module import PosegnnModule
+from posegnn.preemption import Preempted
 from posegnn.report import build_report
 from posegnn.train import train
 from tests.conftest import tiny_train_overrides
@@ -166,6 +169,45 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert resumed["epochs"] == full["epochs"] == 6
+    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
+
+
+class _SignalAt(L.Callback):
+    """Sends ``signum`` to this process after training batch ``step`` (a cluster's
+    preemption notice, arriving mid-epoch)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
+        tmp_path, monkeypatch, signum):
+    overrides = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
+    overrides += ["test=false", "callbacks.val_ap_every_n_epochs=0", "trainer.max_epochs=3",
+                  "callbacks.figures_every_n_epochs=0", "logger=csv"]
+    full = train(_compose(*overrides), tmp_path / "full", overrides)
+    stop_at = 4  # 12 images in batches of 4: the second batch of epoch 1
+    build = posegnn.train.build_callbacks
+    monkeypatch.setattr(posegnn.train, "build_callbacks",
+                        lambda *a: [*build(*a), _SignalAt(stop_at, signum)])
+    run = tmp_path / "preempted"
+    with pytest.raises(Preempted) as stopped:
+        train(_compose(*overrides), run, overrides)
+    assert stopped.value.code == 143 and stopped.value.checkpoint.is_file()
+    assert not (run / "metrics.json").exists()
+    state = torch.load(stopped.value.checkpoint, weights_only=True)
+    assert state["global_step"] == stop_at and state["epoch"] == 1  # saved mid-epoch
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # no handler left behind
+    monkeypatch.setattr(posegnn.train, "build_callbacks", build)
+    resumed_overrides = [*overrides, f"ckpt_path={stopped.value.checkpoint}"]
+    resumed = train(_compose(*resumed_overrides), run, resumed_overrides)
+    assert resumed["epochs"] == full["epochs"] == 3
     for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
         assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
 

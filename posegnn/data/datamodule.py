@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,20 +65,42 @@ class DataConfig:
 
 class EpochShuffle(Sampler[int]):
     """Shuffles by (seed, epoch) alone, so a resumed run sees the same order as an
-    uninterrupted one (Lightning calls ``set_epoch`` each epoch)."""
+    uninterrupted one (Lightning calls ``set_epoch`` each epoch). ``skip`` leaves out the
+    first samples of the next pass: those a run stopped mid-epoch had already trained on."""
 
     def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+        self.size, self.seed, self.epoch, self.skip = size, seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=gen).tolist())
+        order = torch.randperm(self.size, generator=gen).tolist()[self.skip:]
+        self.skip = 0
+        return iter(order)
 
     def __len__(self) -> int:
         return self.size
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, with its place in the epoch saved in Lightning checkpoints:
+    a run stopped mid-epoch (preemption) resumes with the batches it had not seen, and so
+    ends exactly where an uninterrupted run does. ``progress`` gives the batches trained
+    so far in the current epoch."""
+
+    def __init__(self, *args, progress: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": getattr(self.sampler, "epoch", 0),
+                "samples_done": self.progress() * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if hasattr(self.sampler, "skip"):
+            self.sampler.skip = state["samples_done"]
 
 
 class GraphList(Dataset):
@@ -246,21 +269,25 @@ class PoseGraphDataModule(L.LightningDataModule):
         """The split's graphs, with edges added on access."""
         return GraphList(self._load(split), self.edges)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
-        sampler = EpochShuffle(len(dataset), self.cfg.shuffle_seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=self.cfg.num_workers,
-                          persistent_workers=self.cfg.num_workers > 0)
+    def _loader(self, split: str, loader: type[DataLoader] = DataLoader, **kwargs
+                ) -> DataLoader:
+        return loader(self.dataset(split), batch_size=self.cfg.batch_size,
+                      num_workers=self.cfg.num_workers,
+                      persistent_workers=self.cfg.num_workers > 0, **kwargs)
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        shuffle = EpochShuffle(len(self.dataset("train")), self.cfg.shuffle_seed)
+        return self._loader("train", ResumableLoader, sampler=shuffle,
+                            progress=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def ground_truth(self, split: str) -> dict:
         """COCO ground truth of the images the split's graphs were built from."""
