@@ -1,39 +1,108 @@
-"""Training callbacks: grouping AP on the validation split."""
+"""Training callbacks: grouping AP on the validation split, and the run's settings in
+every checkpoint (what a resume is checked against)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posegnn.data.datamodule import GraphList
 from posegnn.evaluation.runner import evaluate_groupings
 
+AP_KEYS = ("AP", "AP50", "AP75", "AP_hard")
+RUN_SETTINGS = "posegnn_run"  # the checkpoint entry written by RunSettings
+
 
 class ValGroupingAP(L.Callback):
-    """Every ``every_n_epochs`` epochs, assemble people on (up to ``max_images`` of) the
-    validation split and log ``val/gnn/AP`` (and AP50, AP75); ``val/ae/AP`` is computed
-    once as the reference line."""
+    """Assemble people on (up to ``max_images`` of) the validation split and log
+    ``val/gnn/AP``, AP50, AP75 and AP_hard, with ``val/ae/...`` (computed once: it does
+    not train) beside them, so that runs and sweeps sort by AP.
+
+    It runs every ``every_n_epochs`` epochs (0: never in between) and always at the last
+    epoch, also when early stopping ends the run before ``max_epochs``."""
 
     def __init__(self, grouping_cfg: dict, every_n_epochs: int = 5,
                  max_images: int = 100) -> None:
         self.grouping_cfg = grouping_cfg
-        self.every = every_n_epochs
+        self.every = max(int(every_n_epochs), 0)
         self.max_images = max_images
         self._reference: dict[str, float] | None = None
+        self._done_epoch: int | None = None
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 \
+            and epoch >= trainer.max_epochs
+        return last or (self.every > 0 and epoch % self.every == 0)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
+        if trainer.sanity_checking or not self._due(trainer):
             return
+        pl_module.log_dict(self.compute(trainer, pl_module))
+        self._done_epoch = trainer.current_epoch
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A run stopped early (or resumed after its last epoch) still gets its val AP."""
+        last = max(trainer.current_epoch - 1, 0)  # the loop has moved past the last epoch
+        if self._done_epoch == last or not trainer.is_global_zero:
+            return
+        metrics = self.compute(trainer, pl_module)
+        for lg in trainer.loggers:
+            lg.log_metrics({**metrics, "epoch": last}, step=trainer.global_step)
+            lg.save()
+        trainer.callback_metrics.update(metrics)  # metrics.json reads them from here
+        self._done_epoch = last
+
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         dm = trainer.datamodule
         subset = GraphList(dm.graphs["val"][:self.max_images], dm.edges)
         gt = dm.source("val")[0].coco_dict([int(g.image_id) for g in subset.graphs])
         was_training = pl_module.training
         gnn_cfg = {**self.grouping_cfg, "run": ["gnn"]}
-        metrics = evaluate_groupings(gt, dm.layout, subset, gnn_cfg, module=pl_module,
-                                     prefix="val", batch_size=dm.cfg.batch_size)
-        pl_module.train(was_training)
+        try:
+            metrics = evaluate_groupings(gt, dm.layout, subset, gnn_cfg, module=pl_module,
+                                         prefix="val", batch_size=dm.cfg.batch_size)
+        finally:
+            pl_module.train(was_training)
         if self._reference is None:
             ref_cfg = {**self.grouping_cfg, "run": ["ae"]}
             self._reference = evaluate_groupings(gt, dm.layout, subset, ref_cfg, prefix="val")
-        logged = {k: v for k, v in {**metrics, **self._reference}.items()
-                  if k.rsplit("/", 1)[-1] in ("AP", "AP50", "AP75")}
-        pl_module.log_dict(logged)
+        return {k: float(v) for k, v in {**metrics, **self._reference}.items()
+                if k.rsplit("/", 1)[-1] in AP_KEYS}
+
+
+class RunSettings(L.Callback):
+    """Store the run's data and graph settings and its folder in every checkpoint (plain
+    values only), so that resuming can refuse other data and continue in the same folder."""
+
+    def __init__(self, data: dict, graph: dict, run_dir: str) -> None:
+        self.settings = {"data": data, "graph": graph, "run_dir": run_dir}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict) -> None:
+        checkpoint[RUN_SETTINGS] = self.settings
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, which a resumed run also uses in a run folder that was
+    moved or copied since: the stored best, top-k and last paths are moved along with it
+    (Lightning would drop them and write ``last-v1.ckpt`` beside ``last.ckpt``)."""
+
+    @property
+    def state_key(self) -> str:  # the key plain ModelCheckpoint uses, for older checkpoints
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            def moved(value):
+                if isinstance(value, str) and value and Path(value).parent == Path(old):
+                    return str(Path(self.dirpath) / Path(value).name)
+                return value
+
+            state_dict = {k: ({moved(p): s for p, s in v.items()} if isinstance(v, dict)
+                              else moved(v)) for k, v in state_dict.items()}
+            state_dict["dirpath"] = self.dirpath
+        super().load_state_dict(state_dict)

@@ -9,16 +9,18 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
-from posegnn.callbacks import ValGroupingAP
-from posegnn.checkpoints import check_graph_compatible, load_module
+from posegnn.callbacks import RunCheckpoint, RunSettings, ValGroupingAP
+from posegnn.checkpoints import check_graph_compatible, check_resume, load_module, resume_state
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
-from posegnn.loggers import build_loggers, finish_wandb
+from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
 from posegnn.models.module import PosegnnModule
+from posegnn.preemption import Preempted, SaveOnPreemption
 from posegnn.visual_callback import PredictionFigures
 
 log = logging.getLogger(__name__)
@@ -53,17 +55,20 @@ def build_module(cfg: DictConfig, dm: PoseGraphDataModule) -> PosegnnModule:
 
 def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     c = cfg.callbacks
-    callbacks: list[L.Callback] = [ModelCheckpoint(
+    callbacks: list[L.Callback] = [RunCheckpoint(
         dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor=c.monitor,
-        mode=c.mode, save_top_k=c.save_top_k, save_last=True, auto_insert_metric_name=False)]
+        mode=c.mode, save_top_k=c.save_top_k, save_last=True, auto_insert_metric_name=False),
+        SaveOnPreemption(out_dir / "checkpoints" / "last.ckpt")]
     if c.early_stopping:
         callbacks.append(EarlyStopping(monitor=c.monitor, mode=c.mode, patience=c.patience))
     every = c.val_ap_every_n_epochs
     if "/AP" in c.monitor:
         every = 1  # the monitored metric must exist after every validation
-    if every > 0:
-        callbacks.append(ValGroupingAP(OmegaConf.to_container(cfg.grouping), every,
-                                       c.val_ap_max_images))
+    # every run logs val AP at its last epoch at least, so runs sort by AP in W&B
+    callbacks.append(ValGroupingAP(OmegaConf.to_container(cfg.grouping), every,
+                                   c.val_ap_max_images))
+    callbacks.append(RunSettings(OmegaConf.to_container(cfg.data, resolve=True),
+                                 OmegaConf.to_container(cfg.graph, resolve=True), str(out_dir)))
     if c.figures_every_n_epochs > 0:
         callbacks.append(PredictionFigures(c.figures_every_n_epochs, c.figures_num_images,
                                            out_dir, OmegaConf.to_container(cfg.grouping.gnn)))
@@ -82,6 +87,7 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
     """The whole ``posegnn-train`` job; returns (and writes) its flat metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume_epoch = check_resume_settings(cfg, out_dir) if cfg.ckpt_path else None
     L.seed_everything(cfg.seed, workers=True)
     dm = build_datamodule(cfg, progress=cfg.progress)
     dm.prepare_data()
@@ -93,7 +99,8 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
              100 * stats["positive_pairs"], 100 * stats["matched_candidates"],
              100 * stats["gt_joints_covered"])
     module = build_module(cfg, dm)
-    loggers = build_loggers(cfg.logger, out_dir, run_name(overrides or []), sweep_name)
+    loggers = build_loggers(cfg.logger, out_dir, run_name(overrides or []), sweep_name,
+                            resume_epoch=resume_epoch)
     summary = ModelSummary(module, max_depth=3)
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True),
@@ -106,7 +113,10 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
     metrics["model/params"] = summary.total_parameters
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        except SIGTERMException:
+            raise Preempted(out_dir / "checkpoints" / "last.ckpt") from None
         metrics["time/fit_s"] = time.perf_counter() - start
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_scalars(trainer.callback_metrics))
@@ -116,10 +126,42 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
             metrics.update(test(cfg, dm, trainer, best or None, out_dir))
         elif cfg.test:
             log.warning("no test split (data.test is not set): skipping the test groupings")
+        wandb_dir = wandb_run_dir(loggers)
     finally:
         finish_wandb(loggers)
     write_metrics(out_dir / "metrics.json", metrics)
+    print(where_things_went(out_dir, trainer.checkpoint_callback, wandb_dir))
     return metrics
+
+
+def where_things_went(out_dir: Path, checkpoints: ModelCheckpoint,
+                      wandb_dir: Path | None) -> str:
+    """The closing lines of a run: its folder, checkpoints, metrics and W&B run."""
+    lines = ["", f"run folder:      {out_dir}",
+             f"best checkpoint: {checkpoints.best_model_path or '-'}",
+             f"last checkpoint: {checkpoints.last_model_path or '-'}",
+             f"metrics:         {out_dir / 'metrics.json'}"]
+    if (out_dir / "csv" / "metrics.csv").is_file():
+        lines.append(f"curves:          {out_dir / 'csv' / 'metrics.csv'}")
+    if wandb_dir is not None:
+        lines.append(f"W&B run:         {wandb_dir}")
+        if wandb_dir.name.startswith("offline-"):
+            lines.append(f"upload it with:  wandb sync {wandb_dir}")
+    return "\n".join(lines)
+
+
+def check_resume_settings(cfg: DictConfig, out_dir: Path) -> int:
+    """Refuse a resume whose data or graph settings differ from the checkpoint's (unless
+    ``resume_allow_changes``); returns the epoch it resumes at."""
+    changed = check_resume(cfg.ckpt_path, OmegaConf.to_container(cfg.data, resolve=True),
+                           OmegaConf.to_container(cfg.graph, resolve=True),
+                           cfg.resume_allow_changes)
+    if changed:
+        log.warning("resuming with other settings (resume_allow_changes=true): %s",
+                    "; ".join(changed))
+    epoch = resume_state(cfg.ckpt_path)["epoch"]
+    log.info("resuming %s after epoch %d, in %s", cfg.ckpt_path, epoch, out_dir)
+    return epoch
 
 
 def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str | None,
@@ -128,10 +170,14 @@ def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str
     module = load_module(ckpt) if ckpt else trainer.lightning_module
     trainer.test(module, datamodule=dm, verbose=False)
     metrics = _scalars(trainer.callback_metrics, prefix="test/")
-    metrics.update(evaluate_groupings(
+    grouped = evaluate_groupings(
         dm.ground_truth("test"), dm.layout, dm.dataset("test"),
         OmegaConf.to_container(cfg.grouping), module=module, prefix="test",
-        batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress))
+        batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress)
+    # AP, AP50, AP75, AP_hard, ... of every grouping: CSV row, TensorBoard, W&B summary
+    log_final_metrics(trainer.loggers, grouped, step=trainer.global_step,
+                      epoch=max(trainer.current_epoch - 1, 0))
+    metrics.update(grouped)
     print("\nTest split: OKS AP of each grouping on the same candidates\n")
     print(format_table(metrics, "test"))
     return metrics

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,7 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train")
     proc = run("posegnn-train", *tiny_train_overrides(out), cwd=out)
     assert "| gnn |" in proc.stdout and "| ae |" in proc.stdout and "| oracle |" in proc.stdout
+    (out / "stdout.txt").write_text(proc.stdout)
     return only_run(out / "train")
 
 
@@ -54,6 +57,30 @@ def test_train_writes_checkpoints_metrics_and_results(trained):
     assert (trained / "csv" / "metrics.csv").is_file()
     results = json.loads((trained / "test_gnn_results.json").read_text())
     assert results and {"image_id", "category_id", "keypoints", "score"} <= set(results[0])
+
+
+def test_train_logs_ap_of_every_grouping_to_the_csv_logger(trained):
+    with open(trained / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for grouping in ("gnn", "ae", "oracle"):
+        for key in ("AP", "AP50", "AP75"):
+            logged = [float(r[f"test/{grouping}/{key}"]) for r in rows
+                      if r.get(f"test/{grouping}/{key}")]
+            assert logged == [pytest.approx(metrics[f"test/{grouping}/{key}"])], key
+    assert any(r.get("test/gnn/AP_hard") for r in rows)
+    # val AP of gnn and ae, every epoch (callbacks.val_ap_every_n_epochs=1)
+    val_epochs = {r["epoch"] for r in rows if r.get("val/gnn/AP") and r.get("val/ae/AP")}
+    assert val_epochs == {"0", "1"}
+
+
+def test_train_ends_saying_where_things_went(trained):
+    out = (trained.parent.parent / "stdout.txt").read_text()
+    assert f"run folder:      {trained}" in out
+    assert f"last checkpoint: {trained / 'checkpoints' / 'last.ckpt'}" in out
+    assert f"metrics:         {trained / 'metrics.json'}" in out
+    best = next((trained / "checkpoints").glob("best-*.ckpt"))
+    assert f"best checkpoint: {best}" in out
 
 
 def test_eval_from_a_checkpoint_matches_training_test(trained, tmp_path):
@@ -142,3 +169,81 @@ def test_train_on_a_maps_dataset_without_test_split(small_dataset, tmp_path):
     assert "skipping the test groupings" in proc.stderr + proc.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "val/loss" in metrics and not any(k.startswith("test/") for k in metrics)
+
+
+def wandb_summary(run_dir: Path) -> dict[str, float]:
+    """The run summary an offline W&B run stored in its ``run-<id>.wandb`` log (a
+    LevelDB-style log of protobuf records: 32 KiB blocks, 7-byte record headers)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("run-*.wandb")
+    data, pos, block, chunks, records = path.read_bytes(), 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if length == 0 and kind == 0:
+            pos += block - pos % block
+            continue
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            records.append(chunks)
+            chunks = b""
+    summary = {}
+    for raw in records:
+        record = pb.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.summary.update})
+    return summary
+
+
+def test_wandb_offline_run_summary_holds_ap_and_its_sync_command(tmp_path):
+    args = [*tiny_train_overrides(tmp_path), "logger=wandb", "trainer.max_epochs=1",
+            "callbacks.val_ap_every_n_epochs=0", "callbacks.figures_every_n_epochs=0"]
+    proc = run("posegnn-train", *args, cwd=tmp_path)
+    (wandb_dir,) = (only_run(tmp_path / "train") / "wandb").glob("offline-run-*")
+    assert f"wandb sync {wandb_dir}" in proc.stdout
+    summary = wandb_summary(wandb_dir)
+    metrics = json.loads((only_run(tmp_path / "train") / "metrics.json").read_text())
+    for key in ("test/gnn/AP", "test/ae/AP", "test/oracle/AP", "test/gnn/AP75",
+                "test/ae/AP50", "val/gnn/AP", "val/ae/AP"):
+        assert summary[key] == pytest.approx(metrics[key]), key
+
+
+def test_resume_continues_in_the_run_folder(trained, tmp_path):
+    root = trained.parent.parent
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    last = copy / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    overrides = (copy / ".hydra" / "overrides.yaml").read_text()
+    args = [*tiny_train_overrides(root), "trainer.max_epochs=3", f"ckpt_path={last}"]
+    proc = run("posegnn-train", *args, cwd=root)
+    assert f"run folder:      {copy}" in proc.stdout
+    assert not (tmp_path / "train").exists() and only_run(root / "train") == trained
+    assert last.read_bytes() != before
+    assert json.loads((copy / "metrics.json").read_text())["epochs"] == 3
+    with open(copy / "csv" / "metrics.csv", newline="") as f:
+        epochs = {r["epoch"] for r in csv.DictReader(f) if r.get("train/loss")}
+    assert epochs == {"0", "1", "2"}  # the first two epochs' rows are kept
+    assert (copy / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert list((copy / ".hydra").glob("resume-*/overrides.yaml"))
+
+
+def test_resume_refuses_other_data_naming_the_keys(trained, tmp_path):
+    root = trained.parent.parent
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    status = (copy / "job_status.json").read_text()
+    args = [*tiny_train_overrides(root), "trainer.max_epochs=3", "data.synthetic.seed=1",
+            "graph.normalization=per_map", f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}"]
+    proc = run("posegnn-train", *args, cwd=root, check=False)
+    assert proc.returncode == 1
+    assert "data.synthetic.seed: trained 0, now 1" in proc.stderr
+    assert "graph.normalization: trained 'none', now 'per_map'" in proc.stderr
+    assert "resume_allow_changes=true" in proc.stderr and "Traceback" not in proc.stderr
+    assert (copy / "job_status.json").read_text() == status  # the run is not marked failed

@@ -5,14 +5,48 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from posegnn.config import CONF_DIR, register_schemas
 
+__all__ = ["CONF_DIR", "hydra_run_info", "prepare_runtime", "register_resolvers",
+           "user_errors"]
+
+
+def _resume_run_dir(ckpt_path: str | None, new_dir: str) -> str:
+    """``hydra.run.dir`` of posegnn-train: a checkpoint's own run folder when resuming
+    (``ckpt_path=<run>/checkpoints/last.ckpt``), else a new one."""
+    from posegnn.checkpoints import run_folder
+
+    run = run_folder(ckpt_path) if ckpt_path else None
+    return str(run) if run is not None else new_dir
+
+
+def _resume_output_subdir(ckpt_path: str | None, stamp: str) -> str:
+    """Where Hydra writes the job's config: a resumed run keeps its original
+    ``.hydra/`` files and gets ``.hydra/resume-<time>/`` beside them."""
+    from posegnn.checkpoints import run_folder
+
+    if ckpt_path and run_folder(ckpt_path) is not None:
+        return f".hydra/resume-{stamp}"
+    return ".hydra"
+
+
+def register_resolvers() -> None:
+    """The ``posegnn_*`` resolvers the configs in ``conf/`` use."""
+    for name, fn in (("posegnn_run_dir", _resume_run_dir),
+                     ("posegnn_output_subdir", _resume_output_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
 register_schemas()
-__all__ = ["CONF_DIR", "hydra_run_info", "prepare_runtime"]
+register_resolvers()
 
 
 def hydra_run_info() -> tuple[Path, list[str], str | None]:
@@ -35,3 +69,31 @@ def prepare_runtime(cfg) -> None:
                     ".*tensorboardX.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def full_traceback_wanted() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from posegnn.checkpoints import SettingsMismatch
+    from posegnn.data.maps import DatasetError
+
+    return DatasetError, SettingsMismatch, FileNotFoundError
+
+
+@contextmanager
+def user_errors(prog: str, traceback: bool = False) -> Iterator[None]:
+    """Report a problem with the user's data, checkpoint or files as one message naming
+    what is wrong, without a traceback (exit status 1). ``HYDRA_FULL_ERROR=1`` or
+    ``traceback`` keeps the traceback; so does a multirun job, whose error Hydra records
+    in the job's status while the sweep goes on."""
+    try:
+        yield
+    except _user_errors() as err:
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode is not None \
+            and HydraConfig.get().mode.name == "MULTIRUN"
+        if traceback or full_traceback_wanted() or multirun:
+            raise
+        raise SystemExit(f"{prog}: error: {err}\n(set HYDRA_FULL_ERROR=1 for the traceback)") \
+            from None

@@ -7,7 +7,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime
+from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ def main(cfg: DictConfig) -> None:
 
     prepare_runtime(cfg)
     out_dir, _, _ = hydra_run_info()
-    evaluate(cfg, out_dir)
+    with user_errors("posegnn-eval"):
+        evaluate(cfg, out_dir)
 
 
 if __name__ == "__main__":

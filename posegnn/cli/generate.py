@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from posegnn.cli.common import CONF_DIR
+from posegnn.cli.common import CONF_DIR, user_errors
 
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
@@ -17,7 +17,8 @@ def main(cfg: DictConfig) -> None:
     spec = SyntheticConfig(num_images=cfg.num_images, seed=cfg.seed, crowd=cfg.crowd,
                            layout=cfg.layout, poses=cfg.poses,
                            noise=DetectorNoise(**OmegaConf.to_container(cfg.noise)))
-    out = generate_dataset(cfg.out, spec, progress=True, overwrite=cfg.overwrite)
+    with user_errors("posegnn-generate"):
+        out = generate_dataset(cfg.out, spec, progress=True, overwrite=cfg.overwrite)
     print(f"wrote {cfg.num_images} images to {out}")
 
 

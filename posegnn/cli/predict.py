@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, prepare_runtime
+from posegnn.cli.common import CONF_DIR, prepare_runtime, user_errors
 
 
 @hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> None:
         missing.insert(0, "ckpt_path")
     if missing:
         raise SystemExit(f"posegnn-predict: set {', '.join(f'{k}=...' for k in missing)}")
-    n = predict(cfg)
+    with user_errors("posegnn-predict"):
+        n = predict(cfg)
     print(f"wrote {n} people to {cfg.out}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime
+from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_errors
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
@@ -14,7 +14,8 @@ def main(cfg: DictConfig) -> float | None:
 
     prepare_runtime(cfg)
     out_dir, overrides, sweep = hydra_run_info()
-    metrics = train(cfg, out_dir, overrides, sweep)
+    with user_errors("posegnn-train"):
+        metrics = train(cfg, out_dir, overrides, sweep)
     return metrics.get("test/gnn/AP") or metrics.get("val/loss")
 
 

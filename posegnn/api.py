@@ -1,0 +1,169 @@
+"""The Python API, for notebooks: what ``posegnn-train`` and ``posegnn-predict`` do, with
+the same defaults (read from the config schemas and ``conf/``, never restated here).
+
+Group one image's maps with a checkpoint::
+
+    grouper = load_grouper("outputs/train/<run>/checkpoints/last.ckpt")
+    people = grouper(heatmaps, tags, width=640, height=480)  # People: keypoints [P, K, 3]
+
+Build graphs and train::
+
+    dm = datamodule(["data=maps", "data.train=DIR"])    # prepared and set up
+    run = train(["trainer.max_epochs=5"])                # a posegnn-train run
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch_geometric.data import Batch
+
+from posegnn.checkpoints import load_module
+from posegnn.config import AEGroupingConfig, GNNGroupingConfig
+from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+from posegnn.data.maps import DatasetError, ImageMaps, PoseMapsDataset
+from posegnn.evaluation.runner import candidates_of
+from posegnn.grouping import build_grouping
+from posegnn.layouts import Layout, get_layout
+from posegnn.types import People
+
+__all__ = ["Grouper", "RunResult", "compose", "datamodule", "load_grouper", "read_dataset",
+           "train"]
+
+
+def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+    """The config a command line would compose (``train``, ``eval``, ``predict``), with
+    Hydra's override syntax: ``compose("train", ["optimizer=sgd", "trainer.max_epochs=5"])``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from posegnn.cli.common import CONF_DIR  # registers the schemas and resolvers
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def read_dataset(path: str | Path, **kwargs) -> PoseMapsDataset:
+    """A validated pose-maps dataset folder; ``.load_maps(image_id)`` gives one image's
+    maps, ``.gt_keypoints(image_id)`` its people."""
+    return PoseMapsDataset(path, **kwargs)
+
+
+def datamodule(overrides: Sequence[str] = (), progress: bool = False) -> PoseGraphDataModule:
+    """The DataModule ``posegnn-train`` would build with these overrides, with its graphs
+    built (or read from the cache) and loaded: ``dm.dataset("train")[0]`` is one graph."""
+    from posegnn.train import build_datamodule
+
+    dm = build_datamodule(compose("train", overrides), progress=progress)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+@dataclass
+class RunResult:
+    """What a training run left behind."""
+
+    out_dir: Path
+    metrics: dict[str, float]
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+
+
+def train(overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> RunResult:
+    """Run ``posegnn-train`` with these overrides in this process. ``out_dir`` defaults to
+    ``<paths.output_dir>/train/<time>``, as on the command line."""
+    from posegnn.train import train as train_job
+
+    cfg = compose("train", overrides)
+    if out_dir is None:
+        out_dir = Path(cfg.paths.output_dir) / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir = Path(out_dir).resolve()  # as Hydra's run folders are
+    metrics = train_job(cfg, out_dir, list(overrides))
+    ckpts = out_dir / "checkpoints"
+    best = sorted(ckpts.glob("best-*.ckpt"))
+    last = ckpts / "last.ckpt"
+    return RunResult(out_dir, metrics, best[-1] if best else None,
+                     last if last.is_file() else None)
+
+
+class Grouper:
+    """Maps of one image in, people out, with a trained checkpoint (``gnn``) or the
+    associative-embedding baseline (``ae``, no checkpoint). Graphs are built with the
+    checkpoint's own graph settings; grouping settings default to the CLI's."""
+
+    def __init__(self, module=None, layout: Layout | str | None = None,
+                 grouping: str = "gnn", **settings) -> None:
+        if grouping == "gnn" and module is None:
+            raise ValueError("the gnn grouping needs a trained module: use load_grouper(ckpt)")
+        if grouping not in ("gnn", "ae"):
+            raise ValueError(f"grouping must be 'gnn' or 'ae', got {grouping!r}")
+        self.module = module.eval() if module is not None else None
+        if layout is None:
+            layout = module.hparams.layout if module is not None else "crowdpose14"
+        self.layout = get_layout(layout) if isinstance(layout, str) else layout
+        graph = module.hparams.graph if module is not None else {}
+        self.graph_cfg = GraphConfig(**graph)
+        self.edges = AddEdges(self.layout, self.graph_cfg.edges)
+        defaults = asdict(GNNGroupingConfig() if grouping == "gnn" else AEGroupingConfig())
+        self.settings = {**defaults, **settings}
+        self.name = grouping
+        self.grouping = build_grouping(grouping, layout=self.layout, **self.settings)
+
+    def maps(self, heatmaps, tags, width: float | None = None, height: float | None = None,
+             map_to_image=None) -> ImageMaps:
+        """Check one image's arrays against the layout and wrap them as ``ImageMaps``."""
+        heat = np.asarray(heatmaps, dtype=np.float32)
+        tag = np.asarray(tags, dtype=np.float32)
+        k = self.layout.num_joints
+        if heat.ndim != 3 or heat.shape[0] != k:
+            raise DatasetError(f"heatmaps of shape {heat.shape}: expected [{k}, H, W] for "
+                               f"layout {self.layout.name}")
+        if tag.ndim not in (3, 4) or tag.shape[0] != k:
+            raise DatasetError(f"tags of shape {tag.shape}: expected [{k}, H, W] or "
+                               f"[{k}, H, W, D]")
+        if not (np.isfinite(heat).all() and np.isfinite(tag).all()):
+            raise DatasetError("heatmaps or tags contain NaN or inf")
+        if map_to_image is None:
+            if width is None or height is None:
+                raise ValueError("give the image's width and height, or map_to_image")
+            map_to_image = [[width / heat.shape[2], 0.0, 0.0], [0.0, height / heat.shape[1], 0.0]]
+        affine = np.asarray(map_to_image, dtype=np.float64)
+        if affine.shape != (2, 3):
+            raise DatasetError(f"map_to_image must be a [2, 3] affine, got {affine.shape}")
+        return ImageMaps(0, heat, tag if tag.ndim == 4 else tag[..., None], affine)
+
+    @torch.no_grad()
+    def __call__(self, heatmaps, tags=None, width: float | None = None,
+                 height: float | None = None, map_to_image=None) -> People:
+        """People of one image: ``keypoints`` [P, K, 3] (x, y in image pixels, score),
+        ``scores`` [P], best first."""
+        maps = heatmaps if isinstance(heatmaps, ImageMaps) else \
+            self.maps(heatmaps, tags, width, height, map_to_image)
+        graph = self.edges(build_vertices(maps, self.layout, self.graph_cfg))
+        cands = candidates_of(graph)
+        if self.name == "ae":
+            return self.grouping.group(cands)
+        batch = Batch.from_data_list([graph]).to(self.module.device)
+        prob = self.module.edge_probabilities(batch).cpu().numpy()
+        return self.grouping.group(cands, pair_index=graph.pair_index.numpy(), prob=prob)
+
+    def __repr__(self) -> str:
+        return f"Grouper({self.name}, layout={self.layout.name}, {self.settings})"
+
+
+def load_grouper(ckpt_path: str | Path | None = None, grouping: str = "gnn",
+                 map_location: str = "cpu", **settings) -> Grouper:
+    """A :class:`Grouper` from a checkpoint (model in eval mode), with the CLI's grouping
+    settings unless ``settings`` (``threshold=``, ``decoder=``, ...) say otherwise.
+    ``grouping="ae"`` needs no checkpoint (pass ``layout=`` for coco17)."""
+    module = load_module(ckpt_path, map_location) if ckpt_path is not None else None
+    return Grouper(module, grouping=grouping, **settings)
