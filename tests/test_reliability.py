@@ -185,7 +185,7 @@ class _SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
         tmp_path, monkeypatch, signum):
     overrides = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
