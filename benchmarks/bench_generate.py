@@ -14,8 +14,6 @@ from pathlib import Path
 
 from posegnn.data.synthetic import SyntheticConfig, generate_dataset
 
-DEFAULT_POSES = Path(__file__).resolve().parents[2] / "shared/data/crowdpose_val_dev.json"
-
 
 def bench(name: str, cfg: SyntheticConfig, repeat: int) -> None:
     """Generate ``cfg.num_images`` images ``repeat`` times; print the best rate."""
@@ -36,19 +34,19 @@ def main() -> None:
     ap.add_argument("--num-images", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the best counts")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--poses", type=Path, default=DEFAULT_POSES,
-                    help="COCO keypoint file for the real-poses case (skipped if absent)")
+    ap.add_argument("--poses", type=Path, default=None,
+                    help="COCO keypoint file for the real-poses case (skipped without it)")
     args = ap.parse_args()
     for layout in ("crowdpose14", "coco17"):
         cfg = SyntheticConfig(num_images=args.num_images, seed=args.seed, crowd="mixed",
                               layout=layout)
         bench(f"synthetic mixed {layout}", cfg, args.repeat)
-    if args.poses.is_file():
+    if args.poses is not None:
         cfg = SyntheticConfig(num_images=args.num_images, seed=args.seed,
                               poses=str(args.poses))
         bench(f"poses {args.poses.name}", cfg, args.repeat)
     else:
-        print(f"poses: {args.poses} not found, skipped")
+        print("real poses: skipped (give --poses FILE)")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,22 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)  # as the entry points do: small graphs run fastest on one thread
 REPO = Path(__file__).resolve().parents[1]
-DEV_POSES = REPO.parent / "shared" / "data" / "crowdpose_val_dev.json"
+# Real CrowdPose validation poses, beside the repository in the development workspace only:
+# never part of the project. Tests reach them through the ``dev_poses`` fixture alone.
+_DEV_POSES = REPO.parent / "shared" / "data" / "crowdpose_val_dev.json"
 
 CLEAN = DetectorNoise(tag_noise=0.0, crowd_confusion=0.0, miss_rate=0.0,
                       occluded_miss_rate=0.0, false_positive_rate=0.0, jitter=0.0,
                       swap_rate=0.0)
+
+
+@pytest.fixture(scope="session")
+def dev_poses() -> Path:
+    """The real CrowdPose poses file; tests that need it skip, saying why, without it."""
+    if not _DEV_POSES.is_file():
+        pytest.skip(f"real CrowdPose poses not found at {_DEV_POSES} (development workspace "
+                    "only; point data.synthetic.poses at your own CrowdPose or COCO file)")
+    return _DEV_POSES
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from posegnn.data.maps import DatasetError, PoseMapsDataset
-from tests.conftest import DEV_POSES
 
 
 @pytest.fixture
@@ -59,9 +58,8 @@ def test_heatmap_to_image_follows_the_affine(small_dataset):
     assert corner[0] >= img["width"] - 1 and corner[1] >= img["height"] - 1
 
 
-@pytest.mark.skipif(not DEV_POSES.exists(), reason="real CrowdPose poses not present")
-def test_real_crowdpose_file_loads_with_its_quirks(tmp_path):
-    (tmp_path / "annotations.json").symlink_to(DEV_POSES)
+def test_real_crowdpose_file_loads_with_its_quirks(tmp_path, dev_poses):
+    (tmp_path / "annotations.json").symlink_to(dev_poses)
     with pytest.warns(UserWarning, match="skeleton"):
         ds = PoseMapsDataset(tmp_path, check_maps=False)
     assert len(ds) == 1500 and ds.layout.name == "crowdpose14"

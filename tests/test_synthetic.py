@@ -16,7 +16,6 @@ from posegnn.data.synthetic import writer as writer_mod
 from posegnn.data.synthetic.detector import Peaks, merge_peaks, render_heatmaps, swapped_channels
 from posegnn.layouts import get_layout
 
-DEV_POSES = Path("/work/shared/data/crowdpose_val_dev.json")
 QUIET = DetectorNoise(tag_noise=0.02, crowd_confusion=0.0, miss_rate=0.0,
                       occluded_miss_rate=0.0, false_positive_rate=0.0, jitter=0.0,
                       swap_rate=0.0, merge_distance=0.0)
@@ -233,15 +232,14 @@ def test_pose_file_quirks(tmp_path):
     assert maps[9]["heatmaps"].max() < 0.5  # no people: only spurious peaks
 
 
-@pytest.mark.skipif(not DEV_POSES.is_file(), reason="CrowdPose dev annotations not present")
-def test_pose_file_crowdpose(tmp_path):
-    raw = json.loads(DEV_POSES.read_text())
+def test_pose_file_crowdpose(tmp_path, dev_poses):
+    raw = json.loads(dev_poses.read_text())
     src_images = {img["id"]: img for img in raw["images"]}
     src_anns = {a["id"]: a for a in raw["annotations"]}
     noise = replace(QUIET, tag_noise=0.05)
     with pytest.warns(UserWarning):
-        root, _ = gen(tmp_path, "cp", poses=str(DEV_POSES), num_images=5, seed=0, noise=noise)
-        again, _ = gen(tmp_path, "cp2", poses=str(DEV_POSES), num_images=5, seed=0,
+        root, _ = gen(tmp_path, "cp", poses=str(dev_poses), num_images=5, seed=0, noise=noise)
+        again, _ = gen(tmp_path, "cp2", poses=str(dev_poses), num_images=5, seed=0,
                        noise=noise)
     assert hashes(root) == hashes(again)
     data, maps = read_dataset(root)
@@ -274,7 +272,7 @@ def test_pose_file_crowdpose(tmp_path):
     # explicit image ids (a train/test split by image)
     pick = sorted(src_images)[:3]
     with pytest.warns(UserWarning):
-        sub, _ = gen(tmp_path, "ids", poses=str(DEV_POSES), image_ids=pick)
+        sub, _ = gen(tmp_path, "ids", poses=str(dev_poses), image_ids=pick)
     assert [img["id"] for img in read_dataset(sub)[0]["images"]] == pick
 
 
