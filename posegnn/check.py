@@ -1,0 +1,289 @@
+"""``posegnn-check DIR``: validate a pose-maps dataset folder before training on it.
+
+Everything the reader (:mod:`posegnn.data.maps`) would refuse is collected instead of
+raised, one problem per file or entry, each with its fix; a few things the reader accepts
+but that are probably wrong (maps stretched over an image of another aspect ratio, an
+affine that does not cover the image, heat values that never reach the candidate
+threshold) are listed as warnings. The summary says what the folder holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from posegnn.data.candidates import CandidateConfig
+from posegnn.data.maps import (
+    ANNOTATIONS,
+    MAPS_DIR,
+    DatasetError,
+    PoseMapsDataset,
+    npz_headers,
+    read_maps,
+)
+from posegnn.evaluation.coco import crowd_level
+
+ASPECT_TOLERANCE = 0.05  # maps and image aspect ratios may differ this much (rounding)
+
+
+@dataclass
+class Problem:
+    where: str
+    what: str
+    fix: str
+
+
+@dataclass
+class CheckResult:
+    root: Path
+    summary: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _fix_for(message: str) -> str:
+    """The fix for a reader's message (many already carry one after ';' or in '(...)')."""
+    text = message.lower()
+    if "unreadable npz" in text:
+        return ("re-export this file (a dump killed mid-write?), or leave such images out "
+                "with data.skip_bad_maps=true")
+    if "nan or inf" in text and ".npz" in text:
+        return ("the network wrote NaN/inf values: check its output (np.nan_to_num hides "
+                "the cause); data.skip_bad_maps=true leaves such images out")
+    if "channel-last" in text:
+        return "transpose to [K, H, W]: np.transpose(arr, (2, 0, 1))"
+    if "dtype" in text:
+        return "save float16 or float32 arrays: arr.astype(np.float32)"
+    if "name files by id" in text:
+        return "rename each map file to <image id>.npz (no zero padding)"
+    if "no maps for" in text:
+        return "write maps/<image id>.npz for every image annotations.json lists"
+    if "does not list" in text:
+        return "list the image in annotations.json, or remove its npz"
+    if "k=" in text or "keypoints but" in text:
+        return ("write one map per keypoint, in the category's keypoint order (check the "
+                "layout: crowdpose14 or coco17)")
+    if "field of view" in text:
+        return "resize the tag maps to cover the same field of view as the heatmaps"
+    if "map_to_image" in text:
+        return "write map_to_image as a float [2, 3] affine from heatmap to image pixels"
+    if "data.max_map_mib" in text:
+        return "downsample the maps, or raise data.max_map_mib"
+    if "annotation" in text or ANNOTATIONS in text:
+        return ("correct this entry (COCO keypoints format); data.skip_bad_annotations=true "
+                "leaves images with broken entries out")
+    return "see 'The pose-maps contract' in README.md"
+
+
+def _problem(message: str) -> Problem:
+    where, _, what = message.partition(": ")
+    return Problem(where, what or message, _fix_for(message))
+
+
+@contextmanager
+def _quiet(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{k} ({n})" for k, n in counter.most_common(4)) + (
+        f", and {len(counter) - 4} more" if len(counter) > 4 else "")
+
+
+def _shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+class _MapStats:
+    """What the readable map files hold, summed over the dataset."""
+
+    def __init__(self) -> None:
+        self.heat_shapes, self.tag_shapes, self.dtypes = Counter(), Counter(), Counter()
+        self.strides, self.affines = Counter(), 0
+        self.heat_range = [np.inf, -np.inf]
+        self.tag_range = [np.inf, -np.inf]
+        self.read = 0
+
+    def add(self, headers: dict, maps) -> None:
+        self.read += 1
+        self.heat_shapes[_shape(headers["heatmaps"][0])] += 1
+        self.tag_shapes[_shape(headers["tags"][0])] += 1
+        self.dtypes[f"{headers['heatmaps'][1]}/{headers['tags'][1]}"] += 1
+        self.strides["{:g} x {:g}".format(*maps.tag_stride)] += 1
+        self.affines += "map_to_image" in headers
+        for rng, arr in ((self.heat_range, maps.heatmaps), (self.tag_range, maps.tags)):
+            rng[0], rng[1] = min(rng[0], float(arr.min())), max(rng[1], float(arr.max()))
+
+
+def _geometry_warning(path: Path, image: dict, maps, has_affine: bool) -> str | None:
+    """Maps that look misplaced on their image: stretched, or an affine off the image."""
+    hh, wh = maps.heatmaps.shape[1:]
+    w, h = image["width"], image["height"]
+    if not has_affine:
+        ratio = (wh / hh) / (w / h)
+        if abs(ratio - 1) > ASPECT_TOLERANCE:
+            return (f"{path}: maps of {wh}x{hh} are stretched over an image of {w}x{h} "
+                    "(no map_to_image); if the network ran on a padded or letterboxed "
+                    "input, write map_to_image (docs/real_networks.md)")
+        return None
+    (x0, y0), (x1, y1) = maps.heatmap_to_image(np.array([[0.0, 0.0], [wh, hh]]))
+    lo_x, hi_x, lo_y, hi_y = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+    tol_x, tol_y = ASPECT_TOLERANCE * w, ASPECT_TOLERANCE * h
+    covers = lo_x <= tol_x and lo_y <= tol_y and hi_x >= w - tol_x and hi_y >= h - tol_y
+    if not covers or (hi_x - lo_x) > 4 * w or (hi_y - lo_y) > 4 * h:
+        return (f"{path}: map_to_image puts the heatmap at x {lo_x:.0f}..{hi_x:.0f}, "
+                f"y {lo_y:.0f}..{hi_y:.0f}, which does not fit the {w}x{h} image; is it the "
+                "inverse affine (image to heatmap)? It must map heatmap pixels to image pixels")
+    return None
+
+
+def check_dataset(root: str | Path, sigmas: list[float] | None = None,
+                  stop_at_first: bool = False) -> CheckResult:
+    """Check a dataset folder; ``stop_at_first`` raises the first problem instead (to see
+    where it comes from)."""
+    root = Path(root)
+    result = CheckResult(root)
+
+    def found(message: str) -> None:
+        if stop_at_first:
+            raise DatasetError(message)
+        result.problems.append(_problem(message))
+
+    try:
+        with _quiet("posegnn.data.maps"):
+            ds = PoseMapsDataset(root, sigmas=sigmas, require_annotations=False,
+                                 check_maps=False, skip_bad_annotations=True)
+    except DatasetError as err:
+        found(str(err))
+        return result
+    for image_id, message in ds.skipped.items():
+        found(f"{message} [image {image_id}]" if str(image_id) not in message else message)
+    _summarize_annotations(ds, result)
+    if not ds.has_annotations:
+        result.warnings.append(Problem(str(ds.ann_path), "no 'annotations' list",
+                                       "fine for posegnn-predict; training and evaluation "
+                                       "need the people of every image"))
+    maps_dir = root / MAPS_DIR
+    if not maps_dir.is_dir():
+        found(f"{maps_dir}: missing (one npz of maps per image)")
+        return result
+    on_disk = {p.stem: p for p in maps_dir.glob("*.npz")}
+    listed = {str(i): i for i in ds.image_ids}
+    skipped = {str(i) for i in ds.skipped}
+    for stem in sorted(set(on_disk) - set(listed) - skipped):
+        if stem.lstrip("0") in listed and stem != stem.lstrip("0"):
+            found(f"{on_disk[stem]}: maps for image id {stem.lstrip('0')} are named "
+                  f"{stem}.npz; name files by id: {stem.lstrip('0')}.npz")
+        else:
+            found(f"{on_disk[stem]}: maps for an image that {ANNOTATIONS} does not list")
+    missing = [s for s in listed if s not in on_disk
+               and not any(p.lstrip("0") == s for p in on_disk)]
+    for stem in missing[:20]:
+        found(f"{maps_dir / (stem + '.npz')}: no maps for listed image {stem}")
+    if len(missing) > 20:
+        found(f"{maps_dir}: no maps for {len(missing) - 20} more listed images")
+
+    stats, geometry = _MapStats(), []
+    k = ds.layout.num_joints
+    for stem, image_id in listed.items():
+        path = on_disk.get(stem)
+        if path is None:
+            continue
+        try:
+            headers = npz_headers(path)
+            maps = read_maps(path, ds.image(image_id), k, ds.max_map_mib)
+        except DatasetError as err:
+            found(str(err))
+            continue
+        except Exception as err:  # noqa: BLE001 - whatever a broken zip raises
+            found(f"{path}: unreadable npz ({type(err).__name__}: {err})")
+            continue
+        stats.add(headers, maps)
+        warning = _geometry_warning(path, ds.image(image_id), maps, "map_to_image" in headers)
+        if warning:
+            geometry.append(warning)
+    if geometry:
+        more = f" (and {len(geometry) - 1} more images like it)" if len(geometry) > 1 else ""
+        where, _, what = geometry[0].partition(": ")
+        result.warnings.append(Problem(where, what + more,
+                                       "write map_to_image [2, 3], heatmap to image pixels"))
+    _summarize_maps(stats, len(listed), result)
+    threshold = CandidateConfig().threshold
+    if stats.read and stats.heat_range[1] <= threshold:
+        found(f"{maps_dir}: no heatmap value exceeds {stats.heat_range[1]:.3g}, below the "
+              f"candidate threshold {threshold:g}: no keypoint would ever be found")
+        result.problems[-1].fix = ("write the network's heatmaps after its final activation "
+                                   "(values around 0..1), or lower "
+                                   "graph.candidates.threshold")
+    return result
+
+
+def _summarize_annotations(ds: PoseMapsDataset, result: CheckResult) -> None:
+    s = result.summary
+    s.append(("layout", f"{ds.layout.name} ({ds.layout.num_joints} keypoints)"))
+    s.append(("images", f"{len(ds.image_ids)}" + (f" ({len(ds.skipped)} more with broken "
+                                                  "entries)" if ds.skipped else "")))
+    if not ds.has_annotations:
+        s.append(("people", "no annotations (prediction only)"))
+        return
+    people = sum(1 for a in ds.annotations if not a["iscrowd"])
+    crowd_regions = sum(1 for a in ds.annotations if a["iscrowd"])
+    empty = sum(1 for i in ds.image_ids
+                if not any(not a["iscrowd"] for a in ds.annotations_of(i)))
+    s.append(("people", f"{people} ({people / max(len(ds.image_ids), 1):.1f} per image), "
+                        f"{crowd_regions} crowd regions, {empty} images without people"))
+    levels = Counter()
+    for i in ds.image_ids:
+        ci = ds.image(i).get("crowd_index")
+        try:
+            levels[crowd_level(ci)] += 1
+        except (ValueError, TypeError):
+            levels["no crowd index"] += 1
+    s.append(("crowd levels", ", ".join(f"{name} {levels[name]}" for name in
+                                        ("easy", "medium", "hard", "no crowd index")
+                                        if levels[name])))
+
+
+def _summarize_maps(stats: _MapStats, listed: int, result: CheckResult) -> None:
+    s = result.summary
+    s.append(("maps read", f"{stats.read} of {listed} images"))
+    if not stats.read:
+        return
+    s.append(("heatmaps [K, H, W]", _counts(stats.heat_shapes)))
+    s.append(("tags [K, H, W(, D)]", _counts(stats.tag_shapes)))
+    s.append(("dtypes heatmaps/tags", _counts(stats.dtypes)))
+    s.append(("heatmap values", f"{stats.heat_range[0]:.3g} .. {stats.heat_range[1]:.3g}"))
+    s.append(("tag values", f"{stats.tag_range[0]:.3g} .. {stats.tag_range[1]:.3g}"))
+    s.append(("tag stride (heatmap px per tag px)", _counts(stats.strides)))
+    s.append(("map_to_image", f"in {stats.affines} of {stats.read} images" if stats.affines
+              else "none: each map covers its whole image"))
+
+
+def format_result(result: CheckResult) -> str:
+    width = max((len(k) for k, _ in result.summary), default=0)
+    lines = [f"{result.root}", ""]
+    lines += [f"  {k:<{width}}  {v}" for k, v in result.summary]
+    for title, items in ((f"{len(result.problems)} problem(s)", result.problems),
+                         (f"{len(result.warnings)} warning(s)", result.warnings)):
+        if items:
+            lines += ["", f"{title}:"]
+            for p in items:
+                lines += [f"- {p.where}: {p.what}", f"  fix: {p.fix}"]
+    lines += ["", "OK: posegnn can read this dataset" if result.ok else
+              "NOT OK: fix the problems above"]
+    return "\n".join(lines)
