@@ -355,3 +355,30 @@ def test_an_image_nobody_lands_in_is_written_empty(tmp_path, monkeypatch):
     ds = PoseMapsDataset(out)
     assert ds.annotations == [] and all(img["crowd_index"] == 0.0 for img in ds.images)
     assert ds.load_maps(1).heatmaps.shape == (14, 256, 256)
+
+
+# -- a detector that varies per image -----------------------------------------------------
+def test_noise_ranges_vary_the_detector_per_image(tmp_path):
+    ranges = {"heatmap_size": [128, 256], "tag_noise": [0.0, 0.6], "heat_sigma": [1.0, 3.0]}
+    root, _ = gen(tmp_path, "varied", num_images=8, seed=3, noise_ranges=ranges)
+    _, maps = read_dataset(root)
+    sizes = {arrays["heatmaps"].shape[1] for arrays in maps.values()}
+    assert len(sizes) > 1 and all(128 <= s <= 256 and s % 16 == 0 for s in sizes)
+    for arrays in maps.values():  # the tag map keeps its ratio to the heatmap
+        assert arrays["tags"].shape[1] * 2 == arrays["heatmaps"].shape[1]
+    from posegnn.data.maps import PoseMapsDataset
+    ds = PoseMapsDataset(root)  # and the contract holds at every resolution
+    assert all(ds.load_maps(i).heatmaps.shape[0] == 14 for i in ds.image_ids)
+    again, _ = gen(tmp_path, "again", num_images=8, seed=3, noise_ranges=ranges)
+    assert hashes(again) == hashes(root)
+    # without ranges, the same seed gives the fixed detector's images, as before
+    fixed, _ = gen(tmp_path, "fixed", num_images=8, seed=3)
+    _, fixed_maps = read_dataset(fixed)
+    assert {a["heatmaps"].shape[1] for a in fixed_maps.values()} == {256}
+
+
+@pytest.mark.parametrize("ranges, message", [({"tag_nose": [0, 1]}, "allowed: confusion_range"),
+                                             ({"tag_noise": [0.5, 0.1]}, "low <= high")])
+def test_bad_noise_ranges_are_refused(tmp_path, ranges, message):
+    with pytest.raises(ValueError, match=message):
+        gen(tmp_path, "bad", noise_ranges=ranges)

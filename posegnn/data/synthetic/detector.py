@@ -9,7 +9,7 @@ another person whose body the joint lies on (the crowd failure of associative em
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -41,6 +41,32 @@ class DetectorNoise:
     merge_distance: float = 2.0  # same-type peaks closer than this become one
     tag_radius: float = 2.0  # disk radius (tag-map pixels) a joint writes its tag in
     tag_background: float = 0.0  # std of smooth background noise in the tag maps
+
+
+# What ``noise_ranges`` may vary per image besides the DetectorNoise fields.
+RESOLUTION = "heatmap_size"
+
+
+def check_noise_ranges(ranges: dict[str, list[float]]) -> None:
+    """Every range names a :class:`DetectorNoise` field (or ``heatmap_size``) and is a
+    ``[low, high]`` pair with low <= high."""
+    allowed = sorted({f.name for f in fields(DetectorNoise)} | {RESOLUTION})
+    for name, bounds in ranges.items():
+        if name not in allowed:
+            raise ValueError(f"noise_ranges: unknown setting {name!r}; allowed: "
+                             f"{', '.join(allowed)}")
+        if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+            raise ValueError(f"noise_ranges.{name}={list(bounds)}: expected [low, high] with "
+                             "low <= high")
+
+
+def draw_noise(noise: DetectorNoise, ranges: dict[str, list[float]],
+               rng: np.random.Generator) -> DetectorNoise:
+    """``noise`` with each setting named in ``ranges`` drawn uniformly from its range: the
+    behaviour of one image's detector, when a model must not learn one detector."""
+    drawn = {name: float(rng.uniform(*ranges[name])) for name in sorted(ranges)
+             if name != RESOLUTION}
+    return replace(noise, **drawn)
 
 
 @dataclass

@@ -23,12 +23,19 @@ from tqdm import tqdm
 from posegnn.io import current_umask
 from posegnn.layouts import Layout, get_layout
 
-from .detector import DetectorNoise, letterbox, render_maps
+from .detector import (
+    RESOLUTION,
+    DetectorNoise,
+    check_noise_ranges,
+    draw_noise,
+    letterbox,
+    render_maps,
+)
 from .poses import PoseFile
 from .scene import LEVEL_SPECS, Scene, synthetic_scene
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-SCENE_STREAM, DETECTOR_STREAM = 0, 1
+SCENE_STREAM, DETECTOR_STREAM, RANGES_STREAM = 0, 1, 2
 
 
 @dataclass
@@ -44,6 +51,9 @@ class SyntheticConfig:
     heatmap_size: int = 256
     tag_size: int = 128
     noise: DetectorNoise = field(default_factory=DetectorNoise)
+    # per-image ranges [low, high] of detector settings (DetectorNoise fields, or
+    # heatmap_size: the tag map keeps its ratio to it); the rest comes from ``noise``
+    noise_ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
 def as_config(cfg) -> SyntheticConfig:
@@ -51,6 +61,7 @@ def as_config(cfg) -> SyntheticConfig:
     if isinstance(cfg, SyntheticConfig):
         return cfg
     values = dict(cfg)
+    values["noise_ranges"] = {k: list(v) for k, v in dict(values.get("noise_ranges") or {}).items()}
     noise = values.pop("noise", None) or {}
     if not isinstance(noise, DetectorNoise):
         noise = DetectorNoise(**dict(noise))
@@ -124,6 +135,7 @@ def _check_config(cfg: SyntheticConfig) -> None:
         raise ValueError(f"crowd={cfg.crowd!r}: expected easy, medium, hard, mixed or packed")
     if min(cfg.input_size, cfg.heatmap_size, cfg.tag_size) <= 0:
         raise ValueError("input_size, heatmap_size and tag_size must be positive")
+    check_noise_ranges(cfg.noise_ranges)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -147,10 +159,16 @@ def _commit(tmp: Path, out: Path) -> None:
 
 def _write_image(scene: Scene, source, cfg: SyntheticConfig, maps_dir: Path) -> None:
     img = scene.image
-    geom = letterbox(img["width"], img["height"], cfg.input_size, cfg.heatmap_size,
-                     cfg.tag_size)
+    noise, heatmap_size, tag_size = cfg.noise, cfg.heatmap_size, cfg.tag_size
+    if cfg.noise_ranges:  # its own stream: fixed-noise datasets stay byte-identical
+        ranges_rng = image_rng(cfg.seed, img["id"], RANGES_STREAM)
+        noise = draw_noise(noise, cfg.noise_ranges, ranges_rng)
+        if RESOLUTION in cfg.noise_ranges:
+            heatmap_size = 16 * round(ranges_rng.uniform(*cfg.noise_ranges[RESOLUTION]) / 16)
+            tag_size = round(heatmap_size * cfg.tag_size / cfg.heatmap_size)
+    geom = letterbox(img["width"], img["height"], cfg.input_size, heatmap_size, tag_size)
     rng = image_rng(cfg.seed, img["id"], DETECTOR_STREAM)
-    arrays = render_maps(scene, source.layout, geom, cfg.noise, rng)
+    arrays = render_maps(scene, source.layout, geom, noise, rng)
     save_npz(maps_dir / f"{img['id']}.npz", arrays)
 
 
