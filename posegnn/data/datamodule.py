@@ -39,6 +39,9 @@ class SyntheticSplits:
     layout: str = "crowdpose14"
     poses: str | None = None  # draw people from this COCO keypoint file (split by image)
     noise: DetectorNoise = field(default_factory=DetectorNoise)
+    # the training split's detector varies per image within these ranges (see
+    # SyntheticConfig.noise_ranges); validation and test keep ``noise``
+    noise_ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,7 +162,8 @@ class PoseGraphDataModule(L.LightningDataModule):
         n = {"train": syn.num_train, "val": syn.num_val, "test": syn.num_test}[split]
         offset = SPLITS.index(split)
         spec = SyntheticConfig(num_images=n, seed=syn.seed * 1000 + offset, crowd=syn.crowd,
-                               layout=syn.layout, poses=syn.poses, noise=syn.noise)
+                               layout=syn.layout, poses=syn.poses, noise=syn.noise,
+                               noise_ranges=syn.noise_ranges if split == "train" else {})
         ids = self._pose_file_split(split) if syn.poses else None
         if ids is not None:
             spec.seed = syn.seed  # one detector world; the images differ per split
