@@ -113,3 +113,41 @@ def test_curve_patterns_tolerate_missing_epochs():
     nan = math.nan
     d = diagnose_curves([0.7, 0.5, 0.4, 0.3, 0.2, 0.1], [0.6, nan, 0.4, nan, 0.5, 0.6])
     assert d.pattern == "overfitting" and "epoch 2" in d.detail
+
+
+def test_short_runs_are_called_too_short_and_judged_by_ap(sweep, tmp_path, monkeypatch):
+    import posegnn.report as report
+
+    drawn = {}
+    real_bar_chart = report.bar_chart
+    monkeypatch.setattr(report, "bar_chart", lambda values, *a, **k: drawn.setdefault(
+        "bars", list(values)) and real_bar_chart(values, *a, **k))
+    text = build_report(sweep, tmp_path / "short").read_text()
+    assert "**Too short to tell:** the longest completed job ran 2 epoch(s)" in text
+    answer_4 = text.split(f"### {QUESTIONS[3]}")[1].split("**Answer:**")[1].split("\n")[0]
+    assert answer_4.startswith(" too short to tell: the jobs ran 2 epoch(s)")
+    assert "leads on test gnn AP" in answer_4
+    # bars are named by the overrides that set each job apart, not by its number alone
+    assert [b.replace("\n", " ") for b in drawn["bars"]] == ["#0 optimizer=adam",
+                                                             "#1 optimizer=sgd"]
+
+
+def test_the_answer_follows_ap_when_the_loss_disagrees(sweep, tmp_path):
+    """As in the issue: one job has the lower val loss, the other the higher AP."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "*.ckpt"))
+    jobs = load_sweep(copy)
+    worse_loss = max(jobs, key=lambda j: j.best_val_loss()[0])
+    for j in jobs:
+        metrics = json.loads((copy / j.name / "metrics.json").read_text())
+        metrics["epochs"] = 8  # long enough to tell
+        metrics["test/gnn/AP"] = 0.48 if j is worse_loss else 0.10
+        (copy / j.name / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report(copy).read_text()
+    winner = worse_loss.config["optimizer.name"]
+    q4 = text.split(f"### {QUESTIONS[3]}")[1]
+    answer_4 = q4.split("**Answer:**")[1].split("\n")[0]
+    assert answer_4.startswith(f" `{winner}` is better on test gnn AP"), answer_4
+    assert "best val loss" in answer_4.split(";")[1] and "favour another value" in answer_4
+    assert "Too short to tell" not in text
+    assert "by test gnn AP): `adam` at its best" in q4

@@ -18,13 +18,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a multirun folder, e.g. outputs/multirun/2024-01-01_12-00-00")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="where report.md and the PNGs go (default: SWEEP_DIR)")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an error (HYDRA_FULL_ERROR=1 too)")
     args = parser.parse_args(argv)
 
+    from posegnn.cli.common import full_traceback_wanted
     from posegnn.report import build_report
 
     try:
         report = build_report(args.sweep_dir, args.out)
     except FileNotFoundError as e:
+        if args.traceback or full_traceback_wanted():
+            raise
         print(f"posegnn-report: {e}", file=sys.stderr)
         return 2
     print(report)

@@ -10,6 +10,7 @@ factor's value, and the jobs that differ only in that factor compared one to one
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from posegnn.report.compare import (
     TEST_GNN_AP,
     TRAIN_LOSS,
     VAL_EDGE_ACC,
+    VAL_GNN_AP,
     Factor,
     answer,
     compare,
@@ -32,6 +34,8 @@ from posegnn.report.compare import (
     factor_value,
     fmt_num,
     fmt_value,
+    primary_metric,
+    short_runs,
 )
 from posegnn.report.curves import CurveDiagnosis, diagnose_curves, question_2
 from posegnn.report.sweep import Job, load_job, load_sweep
@@ -58,6 +62,12 @@ def job_labels(jobs: Sequence[Job]) -> tuple[dict[str, str], list[str]]:
     labels = {j.name: ",".join(o for o in j.overrides if o not in common) or "(defaults)"
               for j in jobs}
     return labels, common
+
+
+def figure_label(job: Job, labels: dict[str, str], width: int = 32) -> str:
+    """A job's name in figures: its number and the overrides that set it apart, wrapped."""
+    return textwrap.fill(f"#{job.name} {labels[job.name]}", width,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def _cell(text: str, limit: int = 160) -> str:
@@ -113,10 +123,7 @@ def _factor_figure(jobs: Sequence[Job], factor: Factor | None, labels: dict[str,
     with_curves = [j for j in jobs if j.curves]
     if not with_curves:
         return None
-    # long override lists would swamp the legend: number the jobs as the Jobs table does
-    short = len(with_curves) > 1 and max(len(labels[j.name]) for j in with_curves) > 30
-    names = {j.name: f"#{j.name}" if short else f"#{j.name} {labels[j.name]}"
-             for j in with_curves}
+    names = {j.name: figure_label(j, labels) for j in with_curves}
     curves = {names[j.name]: j.curves for j in with_curves}
     groups = None
     if factor is not None:
@@ -154,8 +161,10 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     table = ap_table(jobs, labels)
     if table:
         md += ["## Test AP of every grouping (OKS)", "", table, ""]
-        ap = {f"#{j.name}": {g: j.metric(f"test/{g}/AP") for g in ("gnn", "ae", "oracle")
-                             if j.metric(f"test/{g}/AP") is not None} for j in jobs if j.ok}
+        ap = {figure_label(j, labels): {g: j.metric(f"test/{g}/AP")
+                                        for g in ("gnn", "ae", "oracle")
+                                        if j.metric(f"test/{g}/AP") is not None}
+              for j in jobs if j.ok}
         save_figure(bar_chart(ap, "test AP", "Test AP per job and grouping"),
                     out / "test_ap.png")
         md += ["![test AP per job](test_ap.png)", ""]
@@ -172,18 +181,25 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
 
     md += ["## Questions of the report", ""]
     specs = [
-        (QUESTIONS[0], NORMALIZATION, [BEST_VAL_LOSS, VAL_EDGE_ACC, TEST_GNN_AP], {}),
-        (QUESTIONS[2], CONV, [TRAIN_LOSS, BEST_VAL_LOSS, VAL_EDGE_ACC, TEST_GNN_AP],
-         CONV_NAMES),
-        (QUESTIONS[3], OPTIMIZER, [BEST_VAL_LOSS, TRAIN_LOSS, VAL_EDGE_ACC, TEST_GNN_AP], {}),
+        (QUESTIONS[0], NORMALIZATION,
+         [TEST_GNN_AP, VAL_GNN_AP, BEST_VAL_LOSS, VAL_EDGE_ACC], {}),
+        (QUESTIONS[2], CONV,
+         [TEST_GNN_AP, VAL_GNN_AP, TRAIN_LOSS, BEST_VAL_LOSS, VAL_EDGE_ACC], CONV_NAMES),
+        (QUESTIONS[3], OPTIMIZER,
+         [TEST_GNN_AP, VAL_GNN_AP, BEST_VAL_LOSS, TRAIN_LOSS, VAL_EDGE_ACC], {}),
     ]
+    short = short_runs(jobs)
+    if short is not None:
+        md[md.index("## Jobs"):md.index("## Jobs")] = [
+            f"**Too short to tell:** the longest completed job ran {short} epoch(s); "
+            "answers below say which value leads, not which is better.", ""]
     sections: dict[str, list[str]] = {}
     for heading, factor, metrics, names in specs:
         body, verdicts = comparison_markdown(jobs, factor, metrics, names)
         text = [f"### {heading}", "", body, ""]
         if verdicts:
-            primary = TRAIN_LOSS.label if factor is CONV else BEST_VAL_LOSS.label
-            text += [answer(factor, verdicts, names, primary), ""]
+            loss = TRAIN_LOSS.label if factor is CONV else BEST_VAL_LOSS.label
+            text += [answer(factor, verdicts, names, primary_metric(verdicts, loss), short), ""]
         if factor is OPTIMIZER and verdicts:
             text += [_best_per_value(jobs, factor), ""]
         if factor.name in figures:
@@ -207,15 +223,23 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
 
 
 def _best_per_value(jobs: Sequence[Job], factor: Factor) -> str:
-    """The best job (lowest best val loss) of each value, with its learning rate: a fair
-    Adam vs SGD comparison takes each at its own best learning rate."""
+    """The best job of each value (highest test AP, or lowest best val loss without AP),
+    with its learning rate: a fair Adam vs SGD comparison takes each at its own best
+    learning rate."""
+    by_ap = any(j.metric("test/gnn/AP") is not None for j in jobs if j.ok)
     parts = []
     for value in sorted({factor_value(j, factor) for j in jobs if j.ok} - {None}, key=str):
-        cands = [(j.best_val_loss()[0], j) for j in jobs
-                 if j.ok and factor_value(j, factor) == value and j.best_val_loss()[0] is not None]
+        mine = [j for j in jobs if j.ok and factor_value(j, factor) == value]
+        if by_ap:
+            cands = [(-j.metric("test/gnn/AP"), j) for j in mine
+                     if j.metric("test/gnn/AP") is not None]
+        else:
+            cands = [(j.best_val_loss()[0], j) for j in mine if j.best_val_loss()[0] is not None]
         if cands:
-            loss, j = min(cands, key=lambda c: c[0])
+            _, j = min(cands, key=lambda c: c[0])
             parts.append(f"`{value}` at its best: #{j.name} (lr "
-                         f"{fmt_value(factor_value(j, LR))}), best val loss {loss:.3f}, "
-                         f"test gnn AP {fmt_num(j.metric('test/gnn/AP'))}")
-    return "Each at its best learning rate: " + "; ".join(parts) + "."
+                         f"{fmt_value(factor_value(j, LR))}), test gnn AP "
+                         f"{fmt_num(j.metric('test/gnn/AP'))}, best val loss "
+                         f"{fmt_num(j.best_val_loss()[0])}")
+    judge = "test gnn AP" if by_ap else "best val loss"
+    return f"Each at its best learning rate (by {judge}): " + "; ".join(parts) + "."

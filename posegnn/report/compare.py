@@ -12,6 +12,7 @@ import numpy as np
 from posegnn.report.sweep import Job
 
 REL_TOL = 0.02  # a loss change smaller than 2% counts as flat
+MIN_EPOCHS = 3  # shorter runs are too short to tell a trend or a winner
 TIE = 5e-4  # metric differences below the report's 3 decimals are ties
 
 
@@ -51,6 +52,8 @@ BEST_VAL_LOSS = Metric("best val loss", lambda j: j.best_val_loss()[0], True)
 TRAIN_LOSS = Metric("final train loss", lambda j: j.last("train/loss"), True)
 VAL_EDGE_ACC = Metric("val edge acc", lambda j: j.last("val/edge_acc"), False)
 TEST_GNN_AP = Metric("test gnn AP", lambda j: j.metric("test/gnn/AP"), False)
+VAL_GNN_AP = Metric("val gnn AP (last epoch)", lambda j: j.last("val/gnn/AP"), False)
+AP_METRICS = (TEST_GNN_AP, VAL_GNN_AP)  # what the report judges by, where a job has it
 
 
 def factor_value(job: Job, factor: Factor):
@@ -201,8 +204,23 @@ def _clear(c: Comparison, best, won: int, total: int) -> bool:
     return spread > REL_TOL * max(abs(c.mean(best)), 1e-12)
 
 
+def primary_metric(verdicts: dict, fallback: str) -> str:
+    """The metric an answer goes by: test AP, else val AP, where the jobs have it; the
+    loss only for sweeps without AP."""
+    return next((m.label for m in AP_METRICS if m.label in verdicts), fallback)
+
+
+def short_runs(jobs: Sequence[Job]) -> int | None:
+    """The longest completed job's epochs, when even it is too short to tell."""
+    epochs = [j.epochs() for j in jobs if j.ok and j.epochs() is not None]
+    longest = max(epochs, default=None)
+    return longest if longest is not None and longest < MIN_EPOCHS else None
+
+
 def answer(factor: Factor, verdicts: dict, names: dict | None = None,
-            primary: str = BEST_VAL_LOSS.label) -> str:
+           primary: str = BEST_VAL_LOSS.label, short: int | None = None) -> str:
+    """The verdict on ``primary`` (see :func:`primary_metric`), with the metrics that
+    agree or not; ``short``: the runs' epochs, when too few to tell."""
     names = names or {}
     if not verdicts:
         return ""
@@ -211,6 +229,12 @@ def answer(factor: Factor, verdicts: dict, names: dict | None = None,
     best = f"`{names.get(v['best'], fmt_value(v['best']))}`"
     agree = [k for k, w in verdicts.items() if k != label and w["best"] == v["best"]]
     disagree = [k for k, w in verdicts.items() if k != label and w["best"] != v["best"]]
+    if short is not None:
+        return (f"**Answer:** too short to tell: the jobs ran {short} epoch(s), fewer than "
+                f"{MIN_EPOCHS}; rerun with `trainer.max_epochs` of {MIN_EPOCHS} or more. So "
+                f"far {best} leads on {label}"
+                + (f", while {', '.join(disagree)} favour another value" if disagree else "")
+                + ".")
     if v["clear"]:
         text = f"**Answer:** {best} is better on {label}"
         if v["total"]:
