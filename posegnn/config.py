@@ -158,9 +158,13 @@ class PredictConfig(RunConfig):
     ckpt_path: str | None = None
     input: str | None = None
     out: str | None = None
-    grouping: str = "gnn"
+    # gnn or ae (``grouping=`` would name the config group of their settings)
+    method: str = "gnn"
     groupings: GroupingConfig = field(default_factory=GroupingConfig)
     batch_size: int = 8
+    draw: int = 0  # draw the people of the first N images into <run>/figures/
+    images: str | None = None  # draw over these image files (by file_name), not heatmaps
+    draw_min_score: float = 0.0  # leave out people scored below this in the drawings
 
 
 @dataclass

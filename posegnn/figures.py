@@ -273,3 +273,27 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG (atomically: a failed write leaves no half file)."""
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi,
                                                     bbox_inches="tight"))
+
+
+def draw_people(people: np.ndarray, layout: Layout, width: float, height: float,
+                image: np.ndarray | None = None, heat: np.ndarray | None = None,
+                map_to_image: np.ndarray | None = None, title: str = "",
+                panel_size: float = 6.0) -> Figure:
+    """One image's people [P, K, 3] over the image itself (``image``, [H, W] or
+    [H, W, 3|4]) or, without it, over the max-projection of its heatmaps placed through
+    ``map_to_image``."""
+    aspect = height / max(width, 1e-6)
+    fig = _figure(figsize=(panel_size, max(panel_size * aspect, 2.0)))
+    ax = fig.subplots()
+    if image is not None:
+        ax.imshow(image, extent=(0, width, height, 0), interpolation="bilinear")
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        _show_heat(ax, heat, map_to_image, width, height)
+    draw_skeletons(ax, people, layout)
+    ax.set_title(title or f"{len(people)} people", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,29 +1,91 @@
-"""``posegnn-predict``: people for every image of a dataset, as COCO results."""
+"""``posegnn-predict``: people for every image of a dataset, as COCO results, and
+optionally drawn over the heatmaps or the images."""
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from posegnn.checkpoints import load_module
 from posegnn.data.cache import build_graphs
 from posegnn.data.datamodule import GraphList
 from posegnn.data.graph import AddEdges, GraphConfig
-from posegnn.data.maps import PoseMapsDataset
+from posegnn.data.maps import DatasetError, PoseMapsDataset
 from posegnn.evaluation.runner import edge_probabilities, group_images
+from posegnn.figures import draw_people, save_figure
 from posegnn.io import write_json
 
+log = logging.getLogger(__name__)
 
-def predict(cfg: DictConfig) -> int:
-    """Write the COCO results of ``cfg.grouping`` for ``cfg.input`` to ``cfg.out``;
-    returns the number of people found. Graph settings come from the checkpoint."""
+
+def predict(cfg: DictConfig, out_dir: str | Path | None = None) -> int:
+    """Write the COCO results of ``cfg.method`` for ``cfg.input`` to ``cfg.out``;
+    returns the number of people found. Graph settings come from the checkpoint.
+    ``cfg.draw > 0`` also draws that many images' people into ``<out_dir>/figures/``."""
     module = load_module(cfg.ckpt_path) if cfg.ckpt_path else None
     graph = GraphConfig(**module.hparams.graph) if module is not None else GraphConfig()
     ds = PoseMapsDataset(cfg.input, require_annotations=False)
     graphs = build_graphs(ds, ds.image_ids, graph, desc="building graphs", progress=cfg.progress)
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
-             if cfg.grouping == "gnn" else None)
-    settings = OmegaConf.to_container(cfg.groupings, resolve=True).get(cfg.grouping) or {}
-    results, _ = group_images(cfg.grouping, settings, ds.layout, graphs, probs, cfg.progress)
+             if cfg.method == "gnn" else None)
+    settings = OmegaConf.to_container(cfg.groupings, resolve=True).get(cfg.method) or {}
+    results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress)
     write_json(cfg.out, results)
+    if cfg.draw > 0:
+        figures = Path(out_dir if out_dir is not None else Path(cfg.out).parent) / "figures"
+        paths = draw_predictions(ds, results, figures, cfg.draw, cfg.images,
+                                 cfg.draw_min_score)
+        log.info("drew %d images into %s", len(paths), figures)
+        print(f"drew the people of {len(paths)} images into {figures}")
     return len(results)
+
+
+def draw_predictions(ds: PoseMapsDataset, results: list[dict], out: Path, count: int,
+                     images: str | None = None, min_score: float = 0.0) -> list[Path]:
+    """``predict_<image id>.png`` for the first ``count`` images: the people of
+    ``results`` (COCO keypoint results) over the image from the ``images`` folder (its
+    ``file_name``) or over the max-projection of its heatmaps."""
+    k = ds.layout.num_joints
+    by_image: dict[int, list[np.ndarray]] = defaultdict(list)
+    for r in results:
+        if r["score"] >= min_score:
+            by_image[r["image_id"]].append(np.asarray(r["keypoints"], np.float64).reshape(k, 3))
+    paths = []
+    for image_id in ds.image_ids[:count]:
+        info = ds.image(image_id)
+        people = np.asarray(by_image.get(image_id, []), np.float64).reshape(-1, k, 3)
+        title = f"image {image_id}: {len(people)} people"
+        if images is not None:
+            picture = _read_image(Path(images) / info["file_name"], info)
+            fig = draw_people(people, ds.layout, info["width"], info["height"], image=picture,
+                              title=title)
+        else:
+            maps = ds.load_maps(image_id)
+            fig = draw_people(people, ds.layout, info["width"], info["height"],
+                              heat=maps.heatmaps.max(axis=0), map_to_image=maps.map_to_image,
+                              title=title + " (over the heatmaps)")
+        paths.append(save_figure(fig, out / f"predict_{image_id}.png"))
+    return paths
+
+
+def _read_image(path: Path, info: dict) -> np.ndarray:
+    """An image file as an array, checked against the size annotations.json gives."""
+    from matplotlib.image import imread
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing (image {info['id']}'s file_name in the images "
+                           "folder)")
+    try:
+        picture = imread(path)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+    h, w = picture.shape[:2]
+    if (w, h) != (info["width"], info["height"]):
+        raise DatasetError(f"{path}: {w}x{h} pixels, but annotations.json says image "
+                           f"{info['id']} is {info['width']}x{info['height']}")
+    return picture

@@ -1,11 +1,12 @@
-"""``posegnn-predict ckpt_path=CKPT input=DIR out=FILE``: COCO keypoint results."""
+"""``posegnn-predict ckpt_path=CKPT input=DIR out=FILE [draw=N [images=DIR]]``: COCO
+keypoint results, and the people of N images drawn over their heatmaps or images."""
 
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from posegnn.cli.common import CONF_DIR, prepare_runtime, user_errors
+from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_errors
 
 
 @hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
@@ -13,16 +14,16 @@ def main(cfg: DictConfig) -> None:
     from posegnn.predict import predict
 
     prepare_runtime(cfg)
-    if cfg.grouping == "oracle":
+    if cfg.method == "oracle":
         raise SystemExit("posegnn-predict: the oracle grouping needs ground truth; "
                          "use posegnn-eval")
     missing = [k for k in ("input", "out") if not cfg[k]]
-    if cfg.grouping == "gnn" and not cfg.ckpt_path:
+    if cfg.method == "gnn" and not cfg.ckpt_path:
         missing.insert(0, "ckpt_path")
     if missing:
         raise SystemExit(f"posegnn-predict: set {', '.join(f'{k}=...' for k in missing)}")
     with user_errors("posegnn-predict"):
-        n = predict(cfg)
+        n = predict(cfg, hydra_run_info()[0])
     print(f"wrote {n} people to {cfg.out}")
 
 

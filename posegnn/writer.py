@@ -1,0 +1,180 @@
+"""Write a pose-maps dataset from a network's outputs, one image at a time.
+
+A dump script runs the network over its images and hands each image's maps to
+:class:`PoseMapsWriter`; the writer checks them against the contract (README: "Your own
+data"), writes ``maps/<image_id>.npz`` at once and ``annotations.json`` on ``close()``.
+Every file is written atomically, so an interrupted dump leaves only whole files::
+
+    with PoseMapsWriter("my_dataset", layout="crowdpose14") as out:
+        for image in images:
+            heatmaps, tags = run_network(image)            # [K, Hh, Wh], [K, Ht, Wt]
+            out.add(image.id, heatmaps, tags, image.width, image.height,
+                    map_to_image=affine_from_center_scale(center, scale, heatmap_size),
+                    people=annotations_of(image))          # COCO dicts, or [P, K, 3]
+
+docs/real_networks.md gives recipes for HigherHRNet's official code and mmpose.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError
+from posegnn.io import atomic_write
+from posegnn.layouts import Layout, get_layout
+
+
+def affine_from_center_scale(center, scale, heatmap_size) -> np.ndarray:
+    """``map_to_image`` [2, 3] of maps whose network input showed the image region of
+    size ``scale`` (w, h, image pixels) centred on ``center`` (x, y), as HigherHRNet's and
+    mmpose's bottom-up pipelines describe their input, at ``heatmap_size`` (W, H): the
+    heatmap centre falls on ``center`` and W heatmap pixels span ``scale[0]`` image
+    pixels (no rotation)."""
+    cx, cy = (float(v) for v in center)
+    sw, sh = (float(v) for v in np.broadcast_to(np.asarray(scale, np.float64), (2,)))
+    w, h = (float(v) for v in heatmap_size)
+    if min(sw, sh, w, h) <= 0:
+        raise ValueError(f"scale {scale} and heatmap_size {heatmap_size} must be positive")
+    return np.array([[sw / w, 0.0, cx - sw / 2], [0.0, sh / h, cy - sh / 2]])
+
+
+def _bbox_area(kps: np.ndarray) -> tuple[list[float], float]:
+    xy = kps[kps[:, 2] > 0, :2]
+    if not len(xy):
+        return [0.0, 0.0, 0.0, 0.0], 0.0
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    w, h = float(hi[0] - lo[0]), float(hi[1] - lo[1])
+    return [float(lo[0]), float(lo[1]), w, h], 0.53 * w * h  # crowdposetools' area
+
+
+class PoseMapsWriter:
+    """A pose-maps dataset being written (see the module doc). ``dtype`` is what the
+    maps are stored as (``float16`` halves the files; ``float32`` keeps every bit)."""
+
+    def __init__(self, root: str | Path, layout: Layout | str = "crowdpose14",
+                 overwrite: bool = False, dtype: str = "float16",
+                 category_id: int = 1) -> None:
+        self.root = Path(root)
+        self.layout = get_layout(layout) if isinstance(layout, str) else layout
+        if np.dtype(dtype) not in (np.float16, np.float32):
+            raise ValueError(f"dtype must be float16 or float32, got {dtype}")
+        self.dtype = np.dtype(dtype)
+        self.category_id = category_id
+        if self.root.exists() and any(self.root.iterdir()):
+            if not overwrite:
+                raise FileExistsError(f"{self.root}: exists and is not empty "
+                                      "(pass overwrite=True to replace it)")
+            shutil.rmtree(self.root)
+        (self.root / MAPS_DIR).mkdir(parents=True, exist_ok=True)
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.annotated = False  # people were given for some image
+        self._closed = False
+
+    # -- one image ------------------------------------------------------------------------
+    def _check(self, image_id, heatmaps, tags, map_to_image) -> tuple[np.ndarray, ...]:
+        k = self.layout.num_joints
+        where = f"image {image_id}"
+        heat = np.asarray(heatmaps)
+        tag = np.asarray(tags)
+        if heat.ndim == 4 and heat.shape[0] == 1:
+            raise DatasetError(f"{where}: heatmaps {heat.shape} still have the batch axis; "
+                               "pass heatmaps[0]")
+        if heat.ndim != 3 or heat.shape[0] != k:
+            hint = " (channel-last? pass heatmaps.transpose(2, 0, 1))" \
+                if heat.ndim == 3 and heat.shape[-1] == k else ""
+            raise DatasetError(f"{where}: heatmaps of shape {heat.shape}, expected [{k}, H, W]"
+                               f" for layout {self.layout.name}{hint}")
+        if tag.ndim not in (3, 4) or tag.shape[0] != k:
+            raise DatasetError(f"{where}: tags of shape {tag.shape}, expected [{k}, H, W] or "
+                               f"[{k}, H, W, D]")
+        for name, arr in (("heatmaps", heat), ("tags", tag)):
+            if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+                raise DatasetError(f"{where}: {name} must be finite floats")
+        sx, sy = heat.shape[2] / tag.shape[2], heat.shape[1] / tag.shape[1]
+        if abs(sx / sy - 1) > 0.05:
+            raise DatasetError(f"{where}: heatmaps {heat.shape[1:]} and tags {tag.shape[1:3]} "
+                               "do not cover the same field of view")
+        arrays = [heat.astype(self.dtype), tag.astype(self.dtype)]
+        if map_to_image is not None:
+            affine = np.asarray(map_to_image, np.float64)
+            if affine.shape == (3, 3):
+                affine = affine[:2]
+            if affine.shape != (2, 3) or not np.isfinite(affine).all():
+                raise DatasetError(f"{where}: map_to_image must be a finite [2, 3] affine "
+                                   f"(heatmap to image pixels), got shape {affine.shape}")
+            arrays.append(affine.astype(np.float32))
+        return tuple(arrays)
+
+    def add(self, image_id: int, heatmaps, tags, width: int, height: int,
+            file_name: str | None = None, map_to_image=None, crowd_index: float | None = None,
+            people=None) -> Path:
+        """Write one image's maps and record its entry and people. ``people``: COCO
+        keypoint annotations (dicts with ``keypoints``, optional ``bbox``, ``area``,
+        ``iscrowd``) or an array [P, K, 3] of (x, y, v) in image pixels; None for a
+        prediction-only dataset. Returns the npz's path."""
+        if self._closed:
+            raise RuntimeError(f"{self.root}: the writer is closed")
+        if not isinstance(image_id, (int, np.integer)) or isinstance(image_id, bool):
+            raise TypeError(f"image_id must be an integer, got {image_id!r}")
+        image_id = int(image_id)
+        if any(img["id"] == image_id for img in self.images):
+            raise DatasetError(f"image {image_id}: added twice")
+        arrays = self._check(image_id, heatmaps, tags, map_to_image)
+        names = ("heatmaps", "tags", "map_to_image")[:len(arrays)]
+        path = self.root / MAPS_DIR / f"{image_id}.npz"
+        atomic_write(path, lambda f: np.savez_compressed(f, **dict(zip(names, arrays,
+                                                                      strict=True))))
+        image = {"id": image_id, "file_name": file_name or f"{image_id}.jpg",
+                 "width": int(width), "height": int(height)}
+        if crowd_index is not None:
+            image["crowd_index"] = float(crowd_index)
+        self.images.append(image)
+        if people is not None:
+            self.annotated = True
+            self._add_people(image_id, people)
+        return path
+
+    def _add_people(self, image_id: int, people) -> None:
+        k = self.layout.num_joints
+        if isinstance(people, np.ndarray) or (people and not isinstance(people[0], dict)):
+            people = [{"keypoints": p} for p in np.asarray(people, np.float64).reshape(-1, k, 3)]
+        for ann in people:
+            kps = np.asarray(ann["keypoints"], np.float64).reshape(k, 3)
+            bbox, area = _bbox_area(kps)
+            self.annotations.append({
+                "id": len(self.annotations) + 1, "image_id": image_id,
+                "category_id": self.category_id,
+                "keypoints": [float(v) for v in kps.reshape(-1)],
+                "num_keypoints": int((kps[:, 2] > 0).sum()),
+                "bbox": [float(v) for v in ann.get("bbox", bbox)],
+                "area": float(ann.get("area", area)), "iscrowd": int(ann.get("iscrowd", 0))})
+
+    # -- the dataset ----------------------------------------------------------------------
+    def close(self, annotated: bool | None = None) -> Path:
+        """Write ``annotations.json``; without ``annotations`` (a prediction-only
+        dataset) when no image was given ``people`` or ``annotated=False``. Returns the
+        dataset folder."""
+        if self._closed:
+            return self.root
+        category = {"id": self.category_id, "name": "person",
+                    "keypoints": list(self.layout.joints),
+                    "skeleton": [[a + 1, b + 1] for a, b in self.layout.limbs]}
+        doc = {"images": self.images, "categories": [category]}
+        if self.annotated if annotated is None else annotated:
+            doc["annotations"] = self.annotations
+        text = json.dumps(doc)
+        atomic_write(self.root / ANNOTATIONS, lambda f: f.write(text.encode()))
+        self._closed = True
+        return self.root
+
+    def __enter__(self) -> PoseMapsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()

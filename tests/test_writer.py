@@ -1,0 +1,109 @@
+"""The writer, used as a user's dump script would use it, and posegnn-predict's drawings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posegnn import api
+from posegnn.data.maps import DatasetError, PoseMapsDataset
+from posegnn.evaluate import evaluate
+from posegnn.predict import predict
+from posegnn.writer import PoseMapsWriter, affine_from_center_scale
+
+PAD = 16  # heatmap pixels of padding on every side, as a network input padded to a multiple
+
+
+def dump_like_a_user(source: Path, out: Path) -> Path:
+    """What a dump script does: run "the network" (here: the source's maps, on an input
+    padded on every side, as HigherHRNet pads to a multiple of 64) and describe the
+    input region by its center and scale."""
+    ds = PoseMapsDataset(source)
+    with PoseMapsWriter(out, layout=ds.layout.name) as writer:
+        for image_id in ds.image_ids:
+            maps = ds.load_maps(image_id)
+            k, h, w = maps.heatmaps.shape
+            stride = int(round(maps.tag_stride[0]))
+            heat = np.pad(maps.heatmaps, ((0, 0), (PAD, PAD), (PAD, PAD)))
+            tags = np.pad(maps.tags[..., 0], ((0, 0), (PAD // stride,) * 2, (PAD // stride,) * 2))
+            sx, sy = maps.map_to_image[0, 0], maps.map_to_image[1, 1]
+            center = maps.heatmap_to_image(np.array([[w / 2, h / 2]]))[0]
+            scale = (sx * (w + 2 * PAD), sy * (h + 2 * PAD))
+            info = ds.image(image_id)
+            writer.add(image_id, heat, tags, info["width"], info["height"],
+                       file_name=info["file_name"], crowd_index=info.get("crowd_index"),
+                       map_to_image=affine_from_center_scale(center, scale, heat.shape[:0:-1]),
+                       people=ds.annotations_of(image_id))
+    return out
+
+
+def ae_and_oracle(dataset: Path, out: Path) -> dict[str, float]:
+    cfg = api.compose("eval", ["data=maps", f"data.test={dataset}", "grouping.run=[ae,oracle]",
+                               f"paths.output_dir={out}", "progress=false"])
+    return evaluate(cfg, out / "eval")
+
+
+def test_a_dataset_dumped_with_the_writer_evaluates_like_its_source(clean_dataset, tmp_path):
+    written = dump_like_a_user(clean_dataset, tmp_path / "dumped")
+    ds = PoseMapsDataset(written)
+    assert ds.load_maps(ds.image_ids[0]).heatmaps.shape[1:] == (256 + 2 * PAD, 256 + 2 * PAD)
+    before = ae_and_oracle(clean_dataset, tmp_path / "source_eval")
+    after = ae_and_oracle(written, tmp_path / "dumped_eval")
+    for key in ("test/ae/AP", "test/ae/AP75", "test/oracle/AP", "test/oracle/AR"):
+        assert after[key] == pytest.approx(before[key], abs=1e-6), key
+    assert before["test/oracle/AP"] > 0.9  # noiseless maps: the check can fail
+
+
+def test_the_writer_refuses_what_breaks_the_contract(tmp_path):
+    writer = PoseMapsWriter(tmp_path / "d")
+    heat, tags = np.zeros((14, 64, 64), np.float32), np.zeros((14, 32, 32), np.float32)
+    with pytest.raises(DatasetError, match=r"channel-last\? pass heatmaps.transpose"):
+        writer.add(1, heat.transpose(1, 2, 0), tags, 100, 100)
+    with pytest.raises(DatasetError, match="batch axis"):
+        writer.add(1, heat[None], tags, 100, 100)
+    with pytest.raises(DatasetError, match="same field of view"):
+        writer.add(1, heat, np.zeros((14, 32, 16), np.float32), 100, 100)
+    writer.add(1, heat, tags, 100, 100)
+    with pytest.raises(DatasetError, match="added twice"):
+        writer.add(1, heat, tags, 100, 100)
+    writer.close()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        PoseMapsWriter(tmp_path / "d")
+    ann = json.loads((tmp_path / "d" / "annotations.json").read_text())
+    assert "annotations" not in ann and ann["images"][0]["id"] == 1  # prediction only
+
+
+def test_affine_from_center_scale_maps_the_heatmap_centre_to_the_centre():
+    a = affine_from_center_scale((320, 240), (640, 640), (128, 128))
+    assert a @ [64, 64, 1] == pytest.approx([320, 240])
+    assert a @ [0, 0, 1] == pytest.approx([0, -80])
+
+
+def test_predict_draws_people_over_heatmaps_and_over_images(small_dataset, tmp_path):
+    from PIL import Image
+
+    source = PoseMapsDataset(small_dataset)
+    images = tmp_path / "images"
+    images.mkdir()
+    with PoseMapsWriter(tmp_path / "mine") as writer:  # prediction-only, png images
+        for image_id in source.image_ids[:3]:
+            maps, info = source.load_maps(image_id), source.image(image_id)
+            writer.add(image_id, maps.heatmaps, maps.tags, info["width"], info["height"],
+                       file_name=f"{image_id}.png", map_to_image=maps.map_to_image)
+            pixels = np.full((info["height"], info["width"], 3), 40 * image_id, np.uint8)
+            Image.fromarray(pixels).save(images / f"{image_id}.png")
+    for extra, where in (([], "heat"), ([f"images={images}"], "img")):
+        cfg = api.compose("predict", ["method=ae", f"input={tmp_path / 'mine'}",
+                                      f"out={tmp_path / where / 'results.json'}", "draw=2",
+                                      "progress=false", *extra])
+        assert predict(cfg, tmp_path / where) > 0
+        drawn = sorted(p.name for p in (tmp_path / where / "figures").glob("*.png"))
+        assert drawn == [f"predict_{i}.png" for i in source.image_ids[:2]]
+    heat_png = (tmp_path / "heat" / "figures" / drawn[0]).read_bytes()
+    assert heat_png != (tmp_path / "img" / "figures" / drawn[0]).read_bytes()
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(images / f"{source.image_ids[0]}.png")
+    with pytest.raises(DatasetError, match="5x5 pixels, but annotations.json says"):
+        predict(cfg, tmp_path / "img")
