@@ -20,6 +20,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 class WriteError(OSError):
     """A file could not be written; the message names it, and the previous file is kept."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 def current_umask() -> int:
     """The process umask (read by setting and restoring it)."""
@@ -85,8 +88,12 @@ def file_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed): parallel sweep jobs that
     need the same generated data or graph cache build it once and wait for each other."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a")  # noqa: SIM115 (closed below)
+    except OSError as err:
+        raise WriteError(err.errno, f"{path}: could not write ({err.strerror or err})") from err
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -218,3 +218,17 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_command_that_cannot_write_says_so_in_one_line(small_dataset, tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the cache folder should be")
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("posegnn-eval")), "grouping.run=[ae,oracle]",
+         "data=maps", f"data.test={small_dataset}", f"data.cache_dir={blocker / 'cache'}",
+         f"hydra.run.dir={tmp_path / 'run'}", "progress=false"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"})
+    assert run.returncode == 1
+    assert "posegnn-eval: error:" in run.stderr and "could not write" in run.stderr
+    assert str(blocker) in run.stderr and "Traceback" not in run.stderr

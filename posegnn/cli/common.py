@@ -78,8 +78,9 @@ def full_traceback_wanted() -> bool:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from posegnn.checkpoints import SettingsMismatch
     from posegnn.data.maps import DatasetError
+    from posegnn.io import WriteError
 
-    return DatasetError, SettingsMismatch, FileNotFoundError
+    return DatasetError, SettingsMismatch, FileNotFoundError, WriteError
 
 
 @contextmanager
