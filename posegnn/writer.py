@@ -28,18 +28,22 @@ from posegnn.io import atomic_write
 from posegnn.layouts import Layout, get_layout
 
 
-def affine_from_center_scale(center, scale, heatmap_size) -> np.ndarray:
+def affine_from_center_scale(center, scale, heatmap_size,
+                             half_pixel: bool = False) -> np.ndarray:
     """``map_to_image`` [2, 3] of maps whose network input showed the image region of
     size ``scale`` (w, h, image pixels) centred on ``center`` (x, y), as HigherHRNet's and
     mmpose's bottom-up pipelines describe their input, at ``heatmap_size`` (W, H): the
     heatmap centre falls on ``center`` and W heatmap pixels span ``scale[0]`` image
-    pixels (no rotation)."""
+    pixels (no rotation). ``half_pixel``: the network's own decoder puts a peak at pixel
+    ``u`` at ``u + 0.5`` before this mapping (HigherHRNet's ``HeatmapParser.adjust``)."""
     cx, cy = (float(v) for v in center)
     sw, sh = (float(v) for v in np.broadcast_to(np.asarray(scale, np.float64), (2,)))
     w, h = (float(v) for v in heatmap_size)
     if min(sw, sh, w, h) <= 0:
         raise ValueError(f"scale {scale} and heatmap_size {heatmap_size} must be positive")
-    return np.array([[sw / w, 0.0, cx - sw / 2], [0.0, sh / h, cy - sh / 2]])
+    shift = 0.5 if half_pixel else 0.0
+    return np.array([[sw / w, 0.0, cx - sw / 2 + shift * sw / w],
+                     [0.0, sh / h, cy - sh / 2 + shift * sh / h]])
 
 
 def _bbox_area(kps: np.ndarray) -> tuple[list[float], float]:

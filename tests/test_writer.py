@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from posegnn.evaluate import evaluate
 from posegnn.predict import predict
 from posegnn.writer import PoseMapsWriter, affine_from_center_scale
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "real_networks.md"
 PAD = 16  # heatmap pixels of padding on every side, as a network input padded to a multiple
 
 
@@ -56,6 +58,17 @@ def test_a_dataset_dumped_with_the_writer_evaluates_like_its_source(clean_datase
         assert after[key] == pytest.approx(before[key], abs=1e-6), key
     assert before["test/oracle/AP"] > 0.9  # noiseless maps: the check can fail
 
+    # docs/real_networks.md: the same AP from the results file with plain pycocotools
+    (recipe,) = [b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+                 if "COCOeval" in b]
+    recipe = re.sub(r"^dataset_dir, results_file = .*$",
+                    f"dataset_dir, results_file = {str(written)!r}, "
+                    f"{str(tmp_path / 'dumped_eval' / 'eval' / 'test_ae_results.json')!r}",
+                    recipe, flags=re.M)
+    namespace: dict = {}
+    exec(compile(recipe, str(DOC), "exec"), namespace)  # noqa: S102
+    assert namespace["ap"] == pytest.approx(after["test/ae/AP"], abs=1e-9)
+
 
 def test_the_writer_refuses_what_breaks_the_contract(tmp_path):
     writer = PoseMapsWriter(tmp_path / "d")
@@ -80,6 +93,8 @@ def test_affine_from_center_scale_maps_the_heatmap_centre_to_the_centre():
     a = affine_from_center_scale((320, 240), (640, 640), (128, 128))
     assert a @ [64, 64, 1] == pytest.approx([320, 240])
     assert a @ [0, 0, 1] == pytest.approx([0, -80])
+    shifted = affine_from_center_scale((320, 240), (640, 640), (128, 128), half_pixel=True)
+    assert shifted @ [63.5, 63.5, 1] == pytest.approx([320, 240])  # pixel 63's centre
 
 
 def test_predict_draws_people_over_heatmaps_and_over_images(small_dataset, tmp_path):
