@@ -201,17 +201,39 @@ def wandb_summary(run_dir: Path) -> dict[str, float]:
     return summary
 
 
-def test_wandb_offline_run_summary_holds_ap_and_its_sync_command(tmp_path):
-    args = [*tiny_train_overrides(tmp_path), "logger=wandb", "trainer.max_epochs=1",
+def tensorboard_scalars(run_dir: Path) -> dict[str, float]:
+    """The last value of every scalar in a TensorBoard log folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+
+
+def test_wandb_and_tensorboard_hold_ap_and_the_sync_command_is_printed(tmp_path):
+    """W&B offline (and TensorBoard where installed: pip install -e ".[tensorboard]")."""
+    try:
+        import tensorboard  # noqa: F401
+
+        logger = "many"  # csv, tensorboard and wandb
+    except ImportError:
+        logger = "wandb"
+    args = [*tiny_train_overrides(tmp_path), f"logger={logger}", "trainer.max_epochs=1",
             "callbacks.val_ap_every_n_epochs=0", "callbacks.figures_every_n_epochs=0"]
     proc = run("posegnn-train", *args, cwd=tmp_path)
-    (wandb_dir,) = (only_run(tmp_path / "train") / "wandb").glob("offline-run-*")
+    run_dir = only_run(tmp_path / "train")
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
     assert f"wandb sync {wandb_dir}" in proc.stdout
     summary = wandb_summary(wandb_dir)
-    metrics = json.loads((only_run(tmp_path / "train") / "metrics.json").read_text())
-    for key in ("test/gnn/AP", "test/ae/AP", "test/oracle/AP", "test/gnn/AP75",
-                "test/ae/AP50", "val/gnn/AP", "val/ae/AP"):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    keys = ("test/gnn/AP", "test/ae/AP", "test/oracle/AP", "test/gnn/AP75", "test/ae/AP50",
+            "val/gnn/AP", "val/ae/AP")
+    for key in keys:
         assert summary[key] == pytest.approx(metrics[key]), key
+    if logger == "many":
+        scalars = tensorboard_scalars(run_dir / "tensorboard")
+        for key in keys:
+            assert scalars[key] == pytest.approx(metrics[key], rel=1e-6), key
 
 
 def test_resume_continues_in_the_run_folder(trained, tmp_path):
