@@ -146,7 +146,9 @@ def where_things_went(out_dir: Path, checkpoints: ModelCheckpoint,
     if wandb_dir is not None:
         lines.append(f"W&B run:         {wandb_dir}")
         if wandb_dir.name.startswith("offline-"):
-            lines.append(f"upload it with:  wandb sync {wandb_dir}")
+            run_id = wandb_dir.name.rsplit("-", 1)[-1]  # a resumed run has several parts
+            parts = sorted(wandb_dir.parent.glob(f"offline-run-*-{run_id}"))
+            lines.append(f"upload it with:  wandb sync {' '.join(map(str, parts))}")
     return "\n".join(lines)
 
 
