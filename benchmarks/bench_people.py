@@ -1,37 +1,35 @@
-"""Grouping time per image as people per image grow: gnn (graph edges + model + decode)
-against ae, side by side, with candidate and pair counts and peak memory.
+"""Grouping cost per image as people per image grow: the gnn grouping end to end from the
+candidates (pairs + edge attributes, model, decode) against ae on the same candidates.
 
-    python benchmarks/bench_people.py --ckpt outputs/train/<run>/checkpoints/last.ckpt
-    python benchmarks/bench_people.py --people 1 5 10 20 40 60 --images 3
+    python benchmarks/bench_people.py --ckpt NEW.ckpt
+    git archive <old commit> | tar -x -C /tmp/posegnn-old
+    python benchmarks/bench_people.py --ckpt NEW.ckpt --baseline OLD.ckpt \\
+        --baseline-src /tmp/posegnn-old --images 3 --repeat 5
 
 People come from a packed synthetic crowd (about 60 per image): for each count P, the P
-largest people of each image are kept and the network's maps are simulated for them
-alone (``poses=`` path of the generator). Without ``--ckpt`` an untrained default model
-is timed (its probabilities, and so the decoder's work, are not realistic).
+largest people of each image are kept and the network's maps simulated for them alone
+(the ``poses=`` path of the generator). Each pipeline (``--ckpt`` with this checkout's
+code; ``--baseline`` with the code under ``--baseline-src``) runs in its own process, one
+torch thread, so both are measured in one run on one machine and each reports its own
+peak RSS. Stage times are the median of ``--repeat`` runs per image, averaged over
+images. Without ``--ckpt`` an untrained default model is timed (its probabilities, and
+so the decoder's work, are not realistic).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
-import warnings
+from functools import partial
 from pathlib import Path
 
-import lightning as L
-import torch
-from torch_geometric.data import Batch
-
-from posegnn.checkpoints import load_module
-from posegnn.data.cache import build_graphs
-from posegnn.data.graph import AddEdges, GraphConfig
-from posegnn.data.maps import PoseMapsDataset
-from posegnn.data.synthetic import SyntheticConfig, generate_dataset
-from posegnn.evaluation.runner import candidates_of
-from posegnn.grouping import build_grouping
-from posegnn.models.module import PosegnnModule
+PEOPLE = (1, 5, 10, 20, 40, 60)
 
 
 def crowd_with(people: int, packed: Path, out: Path) -> Path:
@@ -46,76 +44,165 @@ def crowd_with(people: int, packed: Path, out: Path) -> Path:
     return path
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def make_datasets(root: Path, people: list[int], images: int) -> dict[int, str]:
+    """One pose-maps dataset per people count, under ``root``."""
+    from posegnn.data.synthetic import SyntheticConfig, generate_dataset
+
+    packed = generate_dataset(root / "packed", SyntheticConfig(
+        num_images=images, crowd="packed", seed=7), progress=False)
+    out = {}
+    for p in people:
+        poses = crowd_with(p, packed, root)
+        out[p] = str(generate_dataset(root / f"p{p}", SyntheticConfig(
+            num_images=images, poses=str(poses), seed=7), progress=False))
+    return out
 
 
-def bench(graphs, module, graph_cfg: GraphConfig, layout, grouping: dict) -> dict[str, float]:
-    edges = AddEdges(layout, graph_cfg.edges)
-    gnn = build_grouping("gnn", layout=layout, **grouping)
-    ae = build_grouping("ae", layout=layout)
-    t = {"edges": 0.0, "model": 0.0, "decode": 0.0, "ae": 0.0}
-    pairs = 0
-    for g in graphs:
+def median_ms(fn, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
         start = time.perf_counter()
-        data = edges(g)
-        t["edges"] += time.perf_counter() - start
-        start = time.perf_counter()
-        with torch.no_grad():
-            prob = module.edge_probabilities(Batch.from_data_list([data])).numpy()
-        t["model"] += time.perf_counter() - start
-        cands = candidates_of(g)
-        start = time.perf_counter()
-        gnn.group(cands, pair_index=data.pair_index.numpy(), prob=prob)
-        t["decode"] += time.perf_counter() - start
-        start = time.perf_counter()
-        ae.group(cands)
-        t["ae"] += time.perf_counter() - start
-        pairs += data.pair_index.shape[1]
-    n = len(graphs)
-    return {**{k: 1000 * v / n for k, v in t.items()}, "pairs": pairs / n,
-            "candidates": sum(g.num_nodes for g in graphs) / n}
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times), result
+
+
+def time_image(g, edges, module, gnn, ae, repeat: int) -> tuple[dict[str, float], int]:
+    """Median milliseconds of each stage on one vertex graph, and its scored pairs."""
+    import torch
+
+    from posegnn.evaluation.runner import candidates_of
+
+    def model(data):
+        with torch.inference_mode():
+            return torch.sigmoid(module.net(data)).numpy()
+
+    times = {}
+    times["edges"], data = median_ms(partial(edges, g), repeat)
+    times["model"], prob = median_ms(partial(model, data), repeat)
+    cands = candidates_of(g)
+    pair_index = data.pair_index.numpy()
+    times["decode"], _ = median_ms(partial(gnn.group, cands, pair_index=pair_index,
+                                           prob=prob), repeat)
+    times["ae"], _ = median_ms(partial(ae.group, cands), repeat)
+    return times, pair_index.shape[1]
+
+
+def worker(args) -> None:
+    """Time one pipeline (the posegnn found on sys.path) and print one JSON line."""
+    import resource
+    import warnings
+
+    import torch
+
+    from posegnn.data.cache import build_graphs
+    from posegnn.data.graph import AddEdges
+    from posegnn.data.maps import PoseMapsDataset
+    from posegnn.grouping import build_grouping
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    datasets = {int(k): v for k, v in json.loads(args.datasets).items()}
+    module, graph_cfg = load(args.ckpt, datasets)
+    try:
+        from dataclasses import asdict
+
+        from posegnn.config import GNNGroupingConfig
+        settings = asdict(GNNGroupingConfig())
+    except ImportError:
+        settings = {"threshold": 0.1}
+    rows = []
+    for people, root in sorted(datasets.items()):
+        ds = PoseMapsDataset(root)
+        graphs = build_graphs(ds, ds.image_ids, graph_cfg, progress=False)
+        edges = AddEdges(ds.layout, graph_cfg.edges)
+        gnn = build_grouping("gnn", layout=ds.layout, **settings)
+        ae = build_grouping("ae", layout=ds.layout)
+        t = {"edges": [], "model": [], "decode": [], "ae": []}
+        pairs = 0
+        for g in graphs:
+            times, num_pairs = time_image(g, edges, module, gnn, ae, args.repeat)
+            for k, v in times.items():
+                t[k].append(v)
+            pairs += num_pairs
+        row = {k: statistics.mean(v) for k, v in t.items()}
+        row.update(people=people, pairs=pairs / len(graphs),
+                   candidates=sum(g.num_nodes for g in graphs) / len(graphs),
+                   peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        rows.append(row)
+    print(json.dumps({"settings": settings, "edges": graph_cfg.edges.strategy, "rows": rows}))
+
+
+def load(ckpt: str | None, datasets: dict[int, str]):
+    """The module and graph settings of a checkpoint, or an untrained default model."""
+    from posegnn.data.graph import GraphConfig
+
+    if ckpt:
+        from posegnn.checkpoints import load_module
+        module = load_module(ckpt)
+        return module.eval(), GraphConfig(**module.hparams.graph)
+    from posegnn.data.cache import build_graphs
+    from posegnn.data.graph import AddEdges
+    from posegnn.data.maps import PoseMapsDataset
+    from posegnn.models.module import PosegnnModule
+
+    cfg = GraphConfig()
+    ds = PoseMapsDataset(datasets[min(datasets)])
+    sample = AddEdges(ds.layout, cfg.edges)(build_graphs(ds, ds.image_ids[:1], cfg,
+                                                         progress=False)[0])
+    module = PosegnnModule(sample.x.shape[1], sample.edge_attr.shape[1],
+                           model={"conv": "edgeconv_attr", "classifier_edge_attr": True})
+    return module.eval(), cfg
+
+
+def run_pipeline(ckpt: Path | None, src: Path, datasets: dict[int, str],
+                 repeat: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--repeat", str(repeat),
+           "--datasets", json.dumps(datasets)] + (["--ckpt", str(ckpt)] if ckpt else [])
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"pipeline {ckpt} ({src}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--people", type=int, nargs="+", default=[1, 5, 10, 20, 40, 60])
+    ap.add_argument("--people", type=int, nargs="+", default=list(PEOPLE))
     ap.add_argument("--images", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5, help="runs per image; median kept")
     ap.add_argument("--ckpt", type=Path, default=None)
-    ap.add_argument("--threshold", type=float, default=0.1, help="gnn decoder threshold")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--baseline", type=Path, default=None, help="checkpoint of the old code")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="a checkout of the old code (git archive <commit> | tar -x -C DIR)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--datasets", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    L.seed_everything(0, verbose=False)
-    warnings.simplefilter("ignore")
-    if args.ckpt:
-        module = load_module(args.ckpt)
-        graph_cfg = GraphConfig(**module.hparams.graph)
-    else:
-        graph_cfg = GraphConfig()
-        module = None
+    if args.worker:
+        worker(args)
+        return
+    if (args.baseline is None) != (args.baseline_src is None):
+        ap.error("--baseline and --baseline-src go together")
+    here = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        packed = generate_dataset(tmp / "packed", SyntheticConfig(
-            num_images=args.images, crowd="packed", seed=7), progress=False)
-        print(f"{'people':>6} {'cands':>6} {'pairs':>7} | {'edges ms':>8} {'model ms':>8} "
-              f"{'decode ms':>9} {'gnn total':>9} | {'ae ms':>6} | {'peak RSS MiB':>12}")
-        for people in args.people:
-            poses = crowd_with(people, packed, tmp)
-            ds = PoseMapsDataset(generate_dataset(tmp / f"p{people}", SyntheticConfig(
-                num_images=args.images, poses=str(poses), seed=7), progress=False))
-            graphs = build_graphs(ds, ds.image_ids, graph_cfg, progress=False)
-            if module is None:
-                sample = AddEdges(ds.layout, graph_cfg.edges)(graphs[0])
-                module = PosegnnModule(sample.x.shape[1], sample.edge_attr.shape[1],
-                                       model={"conv": "edgeconv_attr",
-                                              "classifier_edge_attr": True}).eval()
-            r = bench(graphs, module.eval(), graph_cfg, ds.layout,
-                      {"threshold": args.threshold})
+        datasets = make_datasets(Path(tmp), args.people, args.images)
+        runs = [("new", run_pipeline(args.ckpt, here, datasets, args.repeat))]
+        if args.baseline:
+            runs.append(("old", run_pipeline(args.baseline, args.baseline_src.resolve(),
+                                             datasets, args.repeat)))
+    print("| code | people | candidates | pairs | pairs+attrs ms | model ms | decode ms "
+          "| gnn total ms | ae ms | gnn / ae | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for people in args.people:
+        for label, run in runs:
+            r = next(r for r in run["rows"] if r["people"] == people)
             total = r["edges"] + r["model"] + r["decode"]
-            print(f"{people:>6} {r['candidates']:>6.0f} {r['pairs']:>7.0f} | "
-                  f"{r['edges']:>8.1f} {r['model']:>8.1f} {r['decode']:>9.1f} {total:>9.1f} | "
-                  f"{r['ae']:>6.1f} | {peak_rss_mib():>12.0f}")
+            print(f"| {label} | {people} | {r['candidates']:.0f} | {r['pairs']:,.0f} | "
+                  f"{r['edges']:.2f} | {r['model']:.2f} | {r['decode']:.2f} | {total:.2f} | "
+                  f"{r['ae']:.2f} | {total / r['ae']:.1f} | {r['peak_rss_mib']:.0f} |")
+    for label, run in runs:
+        print(f"{label}: edges={run['edges']}, grouping settings {run['settings']}")
 
 
 if __name__ == "__main__":

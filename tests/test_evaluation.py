@@ -232,3 +232,35 @@ def test_verbose_prints(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == ""
     evaluate_keypoints(gt, [result(1, kps)], SIGMAS, verbose=True)
     assert "AP=1.000" in capsys.readouterr().out
+
+
+def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> None:
+    """``sec_per_image`` counts everything after the candidates for every grouping: a
+    delay put into the gnn's pair building shows in the gnn's time and nowhere else."""
+    import time
+
+    from posegnn.data.cache import build_graphs
+    from posegnn.data.datamodule import GraphList
+    from posegnn.data.graph import AddEdges, GraphConfig
+    from posegnn.data.maps import PoseMapsDataset
+    from posegnn.evaluation.runner import evaluate_groupings
+    from posegnn.models.module import PosegnnModule
+
+    ds = PoseMapsDataset(small_dataset)
+    cfg = GraphConfig()
+    graphs = build_graphs(ds, ds.image_ids[:4], cfg, progress=False)
+    edges = AddEdges(ds.layout, cfg.edges)
+
+    def slow_edges(data):
+        time.sleep(0.05)
+        return edges(data)
+
+    sample = edges(graphs[0])
+    module = PosegnnModule(sample.x.shape[1], sample.edge_attr.shape[1],
+                           graph=cfg.to_dict())
+    metrics = evaluate_groupings(ds.coco_dict(ds.image_ids[:4]), ds.layout,
+                                 GraphList(graphs, slow_edges),
+                                 {"run": ["gnn", "ae"], "gnn": {"threshold": 0.1}},
+                                 module=module, batch_size=2)
+    assert metrics["test/gnn/sec_per_image"] >= 0.05
+    assert metrics["test/ae/sec_per_image"] < 0.05

@@ -66,7 +66,7 @@ def test_clean_maps_give_candidates_on_the_ground_truth(clean_dataset):
 
 def test_pairs_labels_and_edges(small_dataset):
     ds, g, _ = _graph(small_dataset)
-    full = AddEdges(ds.layout, EdgeConfig(radius=0))(g)
+    full = AddEdges(ds.layout, EdgeConfig(strategy="radius", radius=0))(g)
     i, j = full.pair_index
     assert (i < j).all() and (full.joint[i] != full.joint[j]).all()
     n_types = torch.bincount(g.joint, minlength=14)
@@ -80,7 +80,29 @@ def test_pairs_labels_and_edges(small_dataset):
     assert full.pair_attr.shape == full.pair_attr_rev.shape == (m, full.edge_attr.shape[1])
 
 
-@pytest.mark.parametrize("strategy", ["radius", "knn", "skeleton"])
+def test_partner_pairs_are_each_candidates_cheapest_of_every_other_type(small_dataset):
+    ds, g, _ = _graph(small_dataset)
+    cfg = EdgeConfig(strategy="partners", partners=2, partner_scale=0.1)
+    data = AddEdges(ds.layout, cfg)(g)
+    cost = (torch.cdist(g.pos, g.pos) / (0.1 * float(g.long_side))
+            + torch.cdist(g.tag, g.tag))
+    expected = set()
+    for i in range(g.num_nodes):
+        for t in set(g.joint.tolist()) - {int(g.joint[i])}:
+            others = (g.joint == t).nonzero().squeeze(1)
+            for j in others[cost[i, others].argsort()[:2]].tolist():
+                expected.add((min(i, j), max(i, j)))
+    assert set(map(tuple, data.pair_index.T.tolist())) == expected
+    assert (data.pair_index[0] < data.pair_index[1]).all()
+    # linear in the candidates: at most partners * (K - 1) chosen by each
+    assert data.pair_index.shape[1] <= g.num_nodes * 2 * 13
+    assert data.pair_index.shape[1] < AddEdges(ds.layout, EdgeConfig(strategy="radius"))(
+        g).pair_index.shape[1]
+    with pytest.raises(ValueError, match="partners"):
+        GraphConfig(edges={"partners": 0})
+
+
+@pytest.mark.parametrize("strategy", ["partners", "radius", "knn", "skeleton"])
 def test_edge_strategies(small_dataset, strategy):
     ds, g, _ = _graph(small_dataset)
     cfg = EdgeConfig(strategy=strategy, radius=0.3, k=4)

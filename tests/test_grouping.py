@@ -10,10 +10,13 @@ from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping, build_grou
 from posegnn.grouping.gnn import (
     dense_probabilities,
     greedy_decode,
+    internal_probability,
     local_moves_decode,
+    logit,
     objective,
     pair_weights,
 )
+from posegnn.grouping.parallel_moves import parallel_moves_decode
 from posegnn.layouts import COCO17, CROWDPOSE14, Layout
 from posegnn.types import Candidates, People
 
@@ -76,7 +79,8 @@ def perfect_prob(pair_index: np.ndarray, person: np.ndarray) -> np.ndarray:
 def groupings(layout: Layout) -> dict[str, object]:
     return {"ae": AEGrouping(layout=layout), "oracle": OracleGrouping(layout=layout),
             "gnn_greedy": GNNGrouping(layout=layout, decoder="greedy"),
-            "gnn_local_moves": GNNGrouping(layout=layout, decoder="local_moves")}
+            "gnn_local_moves": GNNGrouping(layout=layout, decoder="local_moves"),
+            "gnn_parallel_moves": GNNGrouping(layout=layout, decoder="parallel_moves")}
 
 
 def run(grouping, cands: Candidates, person: np.ndarray, prob: np.ndarray | None = None,
@@ -90,7 +94,8 @@ def run(grouping, cands: Candidates, person: np.ndarray, prob: np.ndarray | None
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: lay.name)
-@pytest.mark.parametrize("name", ["ae", "oracle", "gnn_greedy", "gnn_local_moves"])
+@pytest.mark.parametrize("name", ["ae", "oracle", "gnn_greedy", "gnn_local_moves",
+                                  "gnn_parallel_moves"])
 def test_perfect_inputs_reach_ap_one(layout: Layout, name: str) -> None:
     rng = np.random.default_rng(0)
     scenes = [(i + 1, make_people(n, layout.num_joints, rng), c)
@@ -152,7 +157,8 @@ def same_people(a: People, b: People) -> None:
     np.testing.assert_array_equal(a.scores, b.scores)
 
 
-@pytest.mark.parametrize("name", ["ae", "oracle", "gnn_greedy", "gnn_local_moves"])
+@pytest.mark.parametrize("name", ["ae", "oracle", "gnn_greedy", "gnn_local_moves",
+                                  "gnn_parallel_moves"])
 def test_candidate_order_does_not_matter(name: str) -> None:
     rng = np.random.default_rng(2)
     grouping = groupings(CROWDPOSE14)[name]
@@ -215,10 +221,12 @@ def test_unknown_pairs_carry_no_evidence() -> None:
     order = np.lexsort((cands.joint, person))
     chain = np.stack([order[:-1], order[1:]])
     chain = chain[:, person[chain[0]] == person[chain[1]]]
-    for decoder in ("greedy", "local_moves"):
+    for decoder in ("greedy", "local_moves", "parallel_moves"):
         g = GNNGrouping(num_joints=14, decoder=decoder, linkage="mean")
         people = g.group(cands, pair_index=chain, prob=np.full(chain.shape[1], 0.9))
         assert len(people) == 3, decoder
+        if decoder == "parallel_moves":
+            continue  # unknown_prob needs the dense matrix
         pessimistic = GNNGrouping(num_joints=14, decoder=decoder, unknown_prob=0.1)
         prob = np.full(chain.shape[1], 0.9)
         assert len(pessimistic.group(cands, pair_index=chain, prob=prob)) > 3
@@ -349,3 +357,61 @@ def test_build_grouping() -> None:
     with pytest.raises(ValueError, match="needs `person`"):
         cands = Candidates(np.zeros((1, 2)), [0], [1.0], [[0.0]])
         build_grouping("oracle", num_joints=14).group(cands)
+
+
+# ----------------------------------------------------------------------------- parallel moves
+
+
+def sparse_problem(rng: np.random.Generator, n: int, k: int):
+    """Random joint types and a random sparse set of scored pairs with probabilities."""
+    joint = rng.integers(0, k, n)
+    i, j = np.triu_indices(n, 1)
+    keep = (joint[i] != joint[j]) & (rng.random(len(i)) < 0.4)
+    pairs = np.stack([i[keep], j[keep]])
+    return joint, pairs, rng.random(pairs.shape[1]) ** rng.uniform(0.3, 3)
+
+
+def test_parallel_moves_end_where_no_single_move_helps() -> None:
+    """Its result is valid and a local optimum of the local-moves objective: the dense
+    local-moves decoder, started from it, finds no improving move."""
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n = int(rng.integers(2, 45))
+        joint, pairs, prob = sparse_problem(rng, n, int(rng.integers(2, 8)))
+        threshold = float(rng.uniform(0.2, 0.8))
+        w_pairs = logit(prob) - logit(threshold)
+        labels = parallel_moves_decode(n, joint, pairs, w_pairs)
+        assert valid(labels, joint)
+        p, known = dense_probabilities(n, pairs, prob)
+        w = pair_weights(p, known, joint, threshold)
+        polished = local_moves_decode(w, joint, labels)
+        assert objective(w, polished) == pytest.approx(objective(w, labels), abs=1e-9)
+
+
+def test_parallel_moves_match_local_moves_on_noisy_scenes() -> None:
+    """On noisy crowd scenes the two decoders reach objectives within 2% of each other."""
+    rng = np.random.default_rng(12)
+    ours, dense = 0.0, 0.0
+    for _ in range(5):
+        cands, person, pair_index, prob = noisy_scene(rng)
+        w_pairs = logit(prob) - logit(0.3)
+        labels = parallel_moves_decode(len(cands), cands.joint, pair_index, w_pairs)
+        p, known = dense_probabilities(len(cands), pair_index, prob)
+        w = pair_weights(p, known, cands.joint, 0.3)
+        ours += objective(w, labels)
+        dense += objective(w, local_moves_decode(w, cands.joint,
+                                                 greedy_decode(p, known, cands.joint, 0.3)))
+    assert ours == pytest.approx(dense, rel=0.02)
+
+
+def test_sparse_person_scores_equal_the_dense_ones() -> None:
+    rng = np.random.default_rng(13)
+    cands, person, pair_index, prob = noisy_scene(rng)
+    sparse = GNNGrouping(num_joints=14, decoder="parallel_moves")
+    people = sparse.group(cands, pair_index=pair_index, prob=prob)
+    p, known = dense_probabilities(len(cands), pair_index, prob)
+    expected = people.keypoints[:, :, 2].mean(1) * internal_probability(
+        p, known, people.assignment, len(people))
+    np.testing.assert_allclose(people.scores, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="dense decoder"):
+        GNNGrouping(num_joints=14, decoder="parallel_moves", unknown_prob=0.1)

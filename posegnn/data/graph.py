@@ -18,7 +18,7 @@ from posegnn.data.maps import ImageMaps
 from posegnn.layouts import Layout
 
 NORMALIZATIONS = ("none", "per_map", "dataset")
-EDGE_STRATEGIES = ("radius", "knn", "skeleton")
+EDGE_STRATEGIES = ("partners", "radius", "knn", "skeleton")
 
 
 @dataclass
@@ -37,7 +37,11 @@ class FeatureConfig:
 class EdgeConfig:
     """Which candidate pairs become edges, and their attributes."""
 
-    strategy: str = "radius"  # radius | knn | skeleton
+    strategy: str = "partners"  # partners | radius | knn | skeleton
+    # partners: each candidate's `partners` most plausible candidates of every other joint
+    # type, by distance / (partner_scale * long side) + tag distance (pairs grow linearly)
+    partners: int = 2
+    partner_scale: float = 0.1
     radius: float = 0.6  # max pair distance as a fraction of the image's long side
     k: int = 16  # neighbours per candidate for the knn strategy
     offset: bool = True
@@ -73,6 +77,9 @@ class GraphConfig:
         if self.edges.strategy not in EDGE_STRATEGIES:
             raise ValueError(f"graph.edges.strategy must be one of {EDGE_STRATEGIES}, "
                              f"got {self.edges.strategy!r}")
+        if self.edges.partners < 1 or self.edges.partner_scale <= 0:
+            raise ValueError("graph.edges.partners must be >= 1 and graph.edges.partner_scale "
+                             f"> 0, got {self.edges.partners} and {self.edges.partner_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,12 +128,18 @@ def vertex_features(maps: ImageMaps, all_tags: torch.Tensor, all_heats: torch.Te
 
 
 def candidate_pairs(pos: torch.Tensor, joint: torch.Tensor, long_side: float,
-                    limbs: torch.Tensor, cfg: EdgeConfig) -> torch.Tensor:
-    """Unordered pairs [2, M] (i < j) of candidates of different joint types; ``limbs``
-    is the layout's [K, K] limb matrix (:meth:`Layout.limb_matrix`)."""
+                    limbs: torch.Tensor, cfg: EdgeConfig,
+                    tag: torch.Tensor | None = None) -> torch.Tensor:
+    """Unordered pairs [2, M] (i < j, sorted) of candidates of different joint types;
+    ``limbs`` is the layout's [K, K] limb matrix (:meth:`Layout.limb_matrix`), ``tag``
+    the candidates' tags [N, D] (needed by the ``partners`` strategy)."""
     n = len(joint)
     if n < 2:
         return torch.zeros((2, 0), dtype=torch.long)
+    if cfg.strategy == "partners":
+        if tag is None:
+            raise ValueError("the partners edge strategy needs the candidates' tags")
+        return partner_pairs(pos, tag, joint, long_side, len(limbs), cfg)
     dist = torch.cdist(pos, pos)
     allowed = joint.unsqueeze(0) != joint.unsqueeze(1)
     if cfg.strategy == "skeleton":
@@ -141,6 +154,37 @@ def candidate_pairs(pos: torch.Tensor, joint: torch.Tensor, long_side: float,
     elif cfg.radius > 0:
         allowed &= dist <= cfg.radius * long_side
     return torch.triu(allowed, diagonal=1).nonzero().T.contiguous()
+
+
+def partner_pairs(pos: torch.Tensor, tag: torch.Tensor, joint: torch.Tensor,
+                  long_side: float, num_joints: int, cfg: EdgeConfig) -> torch.Tensor:
+    """Each candidate's ``cfg.partners`` cheapest candidates of every other joint type,
+    cost = distance / (partner_scale * long_side) + tag distance, as unordered pairs
+    [2, M] (i < j, sorted). At most ``partners * (K - 1)`` per candidate: pairs grow
+    linearly with the candidates, not with their square."""
+    n = len(joint)
+    cost = torch.cdist(pos, pos) / (cfg.partner_scale * long_side) + torch.cdist(tag, tag)
+    # the columns of each joint type side by side, padded with an infinite column (n)
+    counts = torch.bincount(joint, minlength=num_joints)
+    width = int(counts.max())
+    by_type = torch.argsort(joint, stable=True)
+    slot = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[joint[by_type]]
+    columns = torch.full((num_joints, width), n, dtype=torch.long)
+    columns[joint[by_type], slot] = by_type
+    cost = torch.cat([cost, cost.new_full((n, 1), float("inf"))], dim=1)
+    grouped = cost[:, columns]  # [N, K, width]
+    grouped[torch.arange(n), joint] = float("inf")  # never a candidate's own type
+    src, dst = [], []
+    rows = torch.arange(n).unsqueeze(1).expand(n, num_joints)
+    for _ in range(min(cfg.partners, width)):  # k passes of a minimum beat topk here
+        value, pick = grouped.min(dim=2)
+        ok = torch.isfinite(value)
+        src.append(rows[ok])
+        dst.append(columns.gather(1, pick.T).T[ok])
+        grouped.scatter_(2, pick.unsqueeze(2), float("inf"))
+    src, dst = torch.cat(src), torch.cat(dst)
+    key = torch.unique(torch.minimum(src, dst) * n + torch.maximum(src, dst))
+    return torch.stack([key // n, key % n])
 
 
 def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
@@ -251,7 +295,8 @@ class AddEdges:
     def __call__(self, data: Data) -> Data:
         data = data.clone()
         long_side = float(data.long_side)
-        pairs = candidate_pairs(data.pos, data.joint, long_side, self.limbs, self.cfg)
+        pairs = candidate_pairs(data.pos, data.joint, long_side, self.limbs, self.cfg,
+                                data.tag)
         src = torch.cat([pairs[0], pairs[1]])
         dst = torch.cat([pairs[1], pairs[0]])
         data.pair_index = pairs

@@ -18,8 +18,12 @@ joint type is taken, the occupant going to a new person or swapping into the mov
 old person; merge two persons with disjoint joint types. Every applied move raises the
 objective strictly, so the result is never worse than greedy and the search ends.
 
+``parallel_moves``: the same objective and moves, searched from singletons in rounds of
+parallel, non-conflicting moves on the sparse pairs (:mod:`posegnn.grouping.parallel_moves`):
+no [N, N] matrix and no loop over pairs, so its cost follows the scored pairs.
+
 Pairs absent from ``pair_index`` carry no evidence by default (log-odds 0, left out of
-the linkage); ``unknown_prob`` gives them a probability instead.
+the linkage); ``unknown_prob`` gives them a probability instead (dense decoders only).
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from __future__ import annotations
 import numpy as np
 
 from posegnn.grouping.base import Grouping, heat_score, people_from_assignment
+from posegnn.grouping.parallel_moves import parallel_moves_decode
 from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
 
 EPS_PROB = 1e-6
 LINKAGES = ("mean", "min", "max")
-DECODERS = ("greedy", "local_moves")
+DECODERS = ("greedy", "local_moves", "parallel_moves")
 
 
 def logit(p: np.ndarray | float) -> np.ndarray:
@@ -236,6 +241,8 @@ class GNNGrouping(Grouping):
             raise ValueError(f"linkage {linkage!r}: choose one of {LINKAGES}")
         if score not in ("heat_x_prob", "heat"):
             raise ValueError(f"score {score!r}: choose 'heat_x_prob' or 'heat'")
+        if decoder == "parallel_moves" and unknown_prob is not None:
+            raise ValueError("unknown_prob needs a dense decoder (greedy or local_moves)")
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold {threshold} must lie strictly between 0 and 1")
         self.threshold = float(threshold)
@@ -257,6 +264,8 @@ class GNNGrouping(Grouping):
                prob: np.ndarray | None, person: np.ndarray | None) -> People:
         if pair_index is None or prob is None:
             raise ValueError("GNNGrouping needs `pair_index` and `prob`")
+        if self.decoder == "parallel_moves":
+            return self._group_sparse(cands, pair_index, prob)
         p, known = dense_probabilities(len(cands), pair_index, prob, self.unknown_prob)
         labels = self.decode(p, known, cands.joint)
         people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
@@ -265,6 +274,32 @@ class GNNGrouping(Grouping):
                              * internal_probability(p, known, people.assignment, len(people))
                              ).astype(np.float32)
         return people
+
+    def _group_sparse(self, cands: Candidates, pair_index: np.ndarray,
+                      prob: np.ndarray) -> People:
+        prob = np.asarray(prob, dtype=np.float64).reshape(-1)
+        if prob.shape[0] != pair_index.shape[1]:
+            raise ValueError(f"{prob.shape[0]} probabilities for {pair_index.shape[1]} pairs")
+        weight = logit(prob) - logit(self.threshold)
+        order = self.layout.ae_order if self.layout else None
+        labels = parallel_moves_decode(len(cands), cands.joint, pair_index, weight, order,
+                                       self.max_moves)
+        people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
+        if self.score == "heat_x_prob":
+            people.scores = (heat_score(people.keypoints) * sparse_internal_probability(
+                pair_index, prob, people.assignment, len(people))).astype(np.float32)
+        return people
+
+
+def sparse_internal_probability(pair_index: np.ndarray, prob: np.ndarray,
+                                assignment: np.ndarray, num_people: int) -> np.ndarray:
+    """:func:`internal_probability` from the scored pairs alone."""
+    i, j = pair_index
+    inside = (assignment[i] == assignment[j]) & (assignment[i] >= 0)
+    who = assignment[i[inside]]
+    sums = np.bincount(who, weights=prob[inside], minlength=num_people)
+    counts = np.bincount(who, minlength=num_people)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
 
 
 def internal_probability(p: np.ndarray, known: np.ndarray, assignment: np.ndarray,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from posegnn.models.layers import ConvLayer, mlp_block
+from posegnn.models.layers import ConvLayer, fold_batchnorm, mlp_block
 
 PAIR_MODES = ("concat", "symmetric")
 
@@ -69,6 +69,8 @@ class EdgeClassifier(nn.Module):
 
     def forward(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
                 attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
+        if not self.training and self.pair == "symmetric":
+            return self.factorized(h, pair_index, attr_fwd, attr_bwd, extra)
         hi, hj = h[pair_index[0]], h[pair_index[1]]
         if self.pair == "symmetric":
             parts = [hi + hj, (hi - hj).abs(), hi * hj]
@@ -79,6 +81,27 @@ class EdgeClassifier(nn.Module):
         if extra is not None:
             parts.append(extra)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)
+
+    def factorized(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
+                   attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
+        """The eval-mode symmetric forward, BatchNorms folded into the linear maps; the
+        first map's ``h_i + h_j`` part is applied once per vertex, not per pair."""
+        (lin1, norm1, _), _, (lin2, norm2, _), out = self.net
+        w1, b1 = fold_batchnorm(lin1, norm1)
+        w2, b2 = fold_batchnorm(lin2, norm2)
+        d = h.shape[1]
+        per_vertex = h @ w1[:, :d].T
+        hi, hj = h[pair_index[0]], h[pair_index[1]]
+        parts = [(hi - hj).abs(), hi * hj]
+        if self.use_attr:
+            parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
+        if extra is not None:
+            parts.append(extra)
+        z = torch.addmm(b1, torch.cat(parts, dim=1), w1[:, d:].T)
+        z += per_vertex[pair_index[0]]
+        z += per_vertex[pair_index[1]]
+        z = torch.addmm(b2, z.relu_(), w2.T).relu_()
+        return torch.addmm(out.bias, z, out.weight.T).squeeze(1)
 
 
 def pool_by_probability(h: Tensor, pair_index: Tensor, prob: Tensor) -> Tensor:
