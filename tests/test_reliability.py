@@ -212,6 +212,51 @@ def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
         assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
 
 
+class _SignalsAt(L.Callback):
+    """Sends each ``{step: signal}`` to this process after that training batch."""
+
+    def __init__(self, signals: dict[int, int]) -> None:
+        self.signals = signals
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step in self.signals:
+            os.kill(os.getpid(), self.signals.pop(trainer.global_step))
+
+
+def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
+        tmp_path, monkeypatch, caplog):
+    overrides = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
+    overrides += ["test=false", "callbacks.val_ap_every_n_epochs=0", "trainer.max_epochs=3",
+                  "callbacks.figures_every_n_epochs=0", "logger=csv"]
+    full = train(_compose(*overrides), tmp_path / "full", overrides)
+    bin_dir = tmp_path / "bin"  # a stand-in scontrol that records the requeue
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'requeued'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key, value in (("SLURM_NTASKS", "1"), ("SLURM_JOB_ID", "4242"),
+                       ("SLURM_JOB_NAME", "posegnn"), ("SLURM_NODELIST", "node1"),
+                       ("SLURM_PROCID", "0"), ("SLURM_LOCALID", "0")):
+        monkeypatch.setenv(key, value)
+    build = posegnn.train.build_callbacks
+    # SLURM warns (SIGUSR1) during epoch 1, then stops the job (SIGTERM) a batch later
+    monkeypatch.setattr(posegnn.train, "build_callbacks", lambda *a: [
+        *build(*a), _SignalsAt({4: signal.SIGUSR1, 5: signal.SIGTERM})])
+    run = tmp_path / "job-4242"
+    with pytest.raises(Preempted):
+        train(_compose(*overrides), run, overrides)
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    assert (run / "hpc_ckpt_1.ckpt").is_file()
+    monkeypatch.setattr(posegnn.train, "build_callbacks", build)
+    with caplog.at_level("INFO"):
+        requeued = train(_compose(*overrides), run, overrides)  # same folder, no ckpt_path
+    assert f"Restoring states from the checkpoint path at {run / 'hpc_ckpt_1.ckpt'}" \
+        in caplog.text
+    assert requeued["epochs"] == full["epochs"] == 3
+    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
+        assert requeued[key] == pytest.approx(full[key], rel=1e-6), key
+
+
 def test_a_failing_sweep_job_keeps_the_others_results(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *tiny_train_overrides(tmp_path), "callbacks.val_ap_every_n_epochs=0",

@@ -280,7 +280,7 @@ class PoseGraphDataModule(L.LightningDataModule):
                       persistent_workers=self.cfg.num_workers > 0, **kwargs)
 
     def _batches_done(self) -> int:
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         shuffle = EpochShuffle(len(self.dataset("train")), self.cfg.shuffle_seed)
