@@ -74,11 +74,11 @@ class ValGroupingAP(L.Callback):
 
 
 class RunSettings(L.Callback):
-    """Store the run's data and graph settings and its folder in every checkpoint (plain
-    values only), so that resuming can refuse other data and continue in the same folder."""
+    """Store the run's data and graph settings in every checkpoint (plain values only),
+    so that a resume can refuse other data, naming what differs."""
 
-    def __init__(self, data: dict, graph: dict, run_dir: str) -> None:
-        self.settings = {"data": data, "graph": graph, "run_dir": run_dir}
+    def __init__(self, data: dict, graph: dict) -> None:
+        self.settings = {"data": data, "graph": graph}
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict) -> None:

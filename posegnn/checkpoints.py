@@ -87,7 +87,6 @@ def resume_state(ckpt_path: str | Path) -> dict:
     progress = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     done = progress.get("current", {}).get("processed")
     return {"epoch": int(done if done is not None else ckpt.get("epoch", -1) + 1),
-            "global_step": int(ckpt.get("global_step", 0)),
             "graph": ckpt.get("hyper_parameters", {}).get("graph") or stored.get("graph"),
             "data": stored.get("data")}
 

@@ -40,4 +40,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))
+    results = sorted(out_dir.glob(f"{cfg.split}_*_results.json"))
+    print(f"\nrun folder: {out_dir}\nmetrics:    {out_dir / 'metrics.json'}\nresults:    "
+          + ", ".join(p.name for p in results))
     return metrics

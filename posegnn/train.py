@@ -68,7 +68,7 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     callbacks.append(ValGroupingAP(OmegaConf.to_container(cfg.grouping), every,
                                    c.val_ap_max_images))
     callbacks.append(RunSettings(OmegaConf.to_container(cfg.data, resolve=True),
-                                 OmegaConf.to_container(cfg.graph, resolve=True), str(out_dir)))
+                                 OmegaConf.to_container(cfg.graph, resolve=True)))
     if c.figures_every_n_epochs > 0:
         callbacks.append(PredictionFigures(c.figures_every_n_epochs, c.figures_num_images,
                                            out_dir, OmegaConf.to_container(cfg.grouping.gnn)))

@@ -89,6 +89,7 @@ def test_eval_from_a_checkpoint_matches_training_test(trained, tmp_path):
     args = [*tiny_train_overrides(root)[:4], f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}"]
     proc = run("posegnn-eval", *args, cwd=root)
     assert "| gnn |" in proc.stdout
+    assert f"metrics:    {tmp_path / 'metrics.json'}" in proc.stdout
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     trained_metrics = json.loads((trained / "metrics.json").read_text())
     for key in ("test/gnn/AP", "test/ae/AP", "test/oracle/AP", "test/gnn/edge_acc"):
