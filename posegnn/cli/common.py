@@ -27,12 +27,14 @@ def _resume_run_dir(ckpt_path: str | None, new_dir: str) -> str:
     return str(run) if run is not None else new_dir
 
 
-def _resume_output_subdir(ckpt_path: str | None, stamp: str) -> str:
-    """Where Hydra writes the job's config: a resumed run keeps its original
-    ``.hydra/`` files and gets ``.hydra/resume-<time>/`` beside them."""
+def _resume_output_subdir(ckpt_path: str | None, stamp: str, mode=None) -> str:
+    """Where Hydra writes the job's config: a run resumed in its own folder keeps its
+    original ``.hydra/`` files and gets ``.hydra/resume-<time>/`` beside them (the jobs
+    of a multirun have folders of their own)."""
     from posegnn.checkpoints import run_folder
 
-    if ckpt_path and run_folder(ckpt_path) is not None:
+    multirun = str(mode).upper().endswith("MULTIRUN")
+    if ckpt_path and not multirun and run_folder(ckpt_path) is not None:
         return f".hydra/resume-{stamp}"
     return ".hydra"
 
