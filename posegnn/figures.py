@@ -222,7 +222,12 @@ def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
     axes[0][0].set_ylabel("loss" if all("loss" in k for k in keys) else "value")
     if groups:
         handles = [Line2D([], [], color=palette[v], lw=2) for v in values]
-        axes[0][-1].legend(handles, values, title=group_name, fontsize=8, title_fontsize=8)
+        by_group = axes[0][-1].legend(handles, values, title=group_name, fontsize=8,
+                                      title_fontsize=8)
+        axes[0][-1].add_artist(by_group)  # and every run by its line, beside the panels
+        runs = [Line2D([], [], color=style[lb][0], ls=style[lb][1], lw=1.3) for lb in labels]
+        axes[0][-1].legend(runs, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                           fontsize=7, ncol=1 if len(labels) <= 18 else 2, frameon=False)
     elif labels:
         axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
                            ncol=1 if len(labels) <= 18 else 2, frameon=False)

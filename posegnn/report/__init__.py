@@ -10,7 +10,6 @@ factor's value, and the jobs that differ only in that factor compared one to one
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,10 +63,11 @@ def job_labels(jobs: Sequence[Job]) -> tuple[dict[str, str], list[str]]:
     return labels, common
 
 
-def figure_label(job: Job, labels: dict[str, str], width: int = 32) -> str:
-    """A job's name in figures: its number and the overrides that set it apart, wrapped."""
-    return textwrap.fill(f"#{job.name} {labels[job.name]}", width,
-                         break_long_words=False, break_on_hyphens=False)
+def figure_label(job: Job, common: Sequence[str]) -> str:
+    """A job's name in figures: its number, then the overrides that set it apart, one a
+    line."""
+    own = [o for o in job.overrides if o not in common] or ["(defaults)"]
+    return "\n".join([f"#{job.name}", *own])
 
 
 def _cell(text: str, limit: int = 160) -> str:
@@ -118,12 +118,12 @@ def ap_table(jobs: Sequence[Job], labels: dict[str, str]) -> str | None:
     return "\n".join(lines)
 
 
-def _factor_figure(jobs: Sequence[Job], factor: Factor | None, labels: dict[str, str],
+def _factor_figure(jobs: Sequence[Job], factor: Factor | None, common: Sequence[str],
                    path: Path, title: str) -> Path | None:
     with_curves = [j for j in jobs if j.curves]
     if not with_curves:
         return None
-    names = {j.name: figure_label(j, labels) for j in with_curves}
+    names = {j.name: figure_label(j, common) for j in with_curves}
     curves = {names[j.name]: j.curves for j in with_curves}
     groups = None
     if factor is not None:
@@ -161,7 +161,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     table = ap_table(jobs, labels)
     if table:
         md += ["## Test AP of every grouping (OKS)", "", table, ""]
-        ap = {figure_label(j, labels): {g: j.metric(f"test/{g}/AP")
+        ap = {figure_label(j, common): {g: j.metric(f"test/{g}/AP")
                                         for g in ("gnn", "ae", "oracle")
                                         if j.metric(f"test/{g}/AP") is not None}
               for j in jobs if j.ok}
@@ -171,12 +171,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
 
     figures: dict[str, str] = {}
     only = swept[0] if len(swept) == 1 else None
-    if _factor_figure(jobs, only, labels, out / "loss_curves.png", "Loss per epoch"):
+    if _factor_figure(jobs, only, common, out / "loss_curves.png", "Loss per epoch"):
         figures["all"] = "loss_curves.png"
         md += ["## Loss curves", "", "![loss curves](loss_curves.png)", ""]
     for f in swept:
         name = f"loss_curves_{f.leaf.replace('.', '_')}.png"
-        if _factor_figure(jobs, f, labels, out / name, f"Loss per epoch by {f.leaf}"):
+        if _factor_figure(jobs, f, common, out / name, f"Loss per epoch by {f.leaf}"):
             figures[f.name] = name
 
     md += ["## Questions of the report", ""]
