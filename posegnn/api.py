@@ -85,7 +85,11 @@ def train(overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> R
 
     cfg = compose("train", overrides)
     if out_dir is None:
-        out_dir = Path(cfg.paths.output_dir) / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        stamp = Path(cfg.paths.output_dir) / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        out_dir, n = stamp, 0
+        while out_dir.exists():  # two runs within a second get folders of their own
+            n += 1
+            out_dir = stamp.with_name(f"{stamp.name}_{n}")
     out_dir = Path(out_dir).resolve()  # as Hydra's run folders are
     metrics = train_job(cfg, out_dir, list(overrides))
     ckpts = out_dir / "checkpoints"
