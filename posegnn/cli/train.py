@@ -16,7 +16,9 @@ def main(cfg: DictConfig) -> float | None:
     out_dir, overrides, sweep = hydra_run_info()
     with user_errors("posegnn-train"):
         metrics = train(cfg, out_dir, overrides, sweep)
-    return metrics.get("test/gnn/AP") or metrics.get("val/loss")
+    # what a sweeper maximizes (hparams_search): test AP, else the last epoch's val AP
+    return next((metrics[k] for k in ("test/gnn/AP", "val/gnn/AP")
+                 if metrics.get(k) is not None), None)
 
 
 if __name__ == "__main__":
