@@ -53,6 +53,13 @@ class CheckResult:
 def _fix_for(message: str) -> str:
     """The fix for a reader's message (many already carry one after ';' or in '(...)')."""
     text = message.lower()
+    if "not a directory" in text:
+        return "give the dataset's folder: it holds annotations.json and maps/"
+    if ANNOTATIONS in text and "missing" in text:
+        return ("write annotations.json in COCO keypoints format (images, annotations, "
+                "categories with keypoint names); posegnn.writer.PoseMapsWriter does")
+    if "not valid json" in text:
+        return "rewrite the file (a dump killed mid-write?): it must be one JSON object"
     if "unreadable npz" in text:
         return ("re-export this file (a dump killed mid-write?), or leave such images out "
                 "with data.skip_bad_maps=true")

@@ -96,3 +96,17 @@ def test_entry_points_report_a_data_error_in_one_message(broken, tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
                           env={**env, "HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize(("make", "what", "fix"), [
+    (lambda d: None, "not a directory", "dataset's folder"),
+    (lambda d: d.mkdir(), "missing (a pose-maps dataset needs annotations.json)",
+     "COCO keypoints format"),
+    (lambda d: (d.mkdir(), (d / "annotations.json").write_text("{")), "not valid JSON",
+     "rewrite the file"),
+])
+def test_a_folder_that_is_no_dataset_says_what_to_do(tmp_path, capsys, make, what, fix):
+    make(tmp_path / "d")
+    assert main([str(tmp_path / "d")]) == 1
+    out = capsys.readouterr().out
+    assert what in out and "fix: " in out and fix in out
