@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posegnn.data.maps import DatasetError
 from posegnn.layouts import Layout, layout_from_category
 
 from .scene import Scene, crowd_index, facing_back, make_regions, region_distance
@@ -22,8 +23,8 @@ from .scene import Scene, crowd_index, facing_back, make_regions, region_distanc
 AREA_FACTOR = 0.53  # crowdposetools' area for annotations without one
 
 
-def _fail(path: Path, what: str) -> ValueError:
-    return ValueError(f"{path}: {what}")
+def _fail(path: Path, what: str) -> DatasetError:
+    return DatasetError(f"{path}: {what}")
 
 
 def estimate_height(layout: Layout, joints: np.ndarray, labels: np.ndarray,
