@@ -162,7 +162,7 @@ def check_resume_settings(cfg: DictConfig, out_dir: Path) -> int:
         log.warning("resuming with other settings (resume_allow_changes=true): %s",
                     "; ".join(changed))
     epoch = resume_state(cfg.ckpt_path)["epoch"]
-    log.info("resuming %s after epoch %d, in %s", cfg.ckpt_path, epoch, out_dir)
+    log.info("resuming %s after %d epoch(s), in %s", cfg.ckpt_path, epoch, out_dir)
     return epoch
 
 
