@@ -168,48 +168,8 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
                    env=ENV, check=True, capture_output=True, timeout=600)
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert resumed["epochs"] == full["epochs"] == 6
-    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
-        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
-
-
-class _SignalAt(L.Callback):
-    """Sends ``signum`` to this process after training batch ``step`` (a cluster's
-    preemption notice, arriving mid-epoch)."""
-
-    def __init__(self, step: int, signum: int) -> None:
-        self.step, self.signum = step, signum
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
-        tmp_path, monkeypatch, signum):
-    overrides = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
-    overrides += ["test=false", "callbacks.val_ap_every_n_epochs=0", "trainer.max_epochs=3",
-                  "callbacks.figures_every_n_epochs=0", "logger=csv"]
-    full = train(_compose(*overrides), tmp_path / "full", overrides)
-    stop_at = 4  # 12 images in batches of 4: the second batch of epoch 1
-    build = posegnn.train.build_callbacks
-    monkeypatch.setattr(posegnn.train, "build_callbacks",
-                        lambda *a: [*build(*a), _SignalAt(stop_at, signum)])
-    run = tmp_path / "preempted"
-    with pytest.raises(Preempted) as stopped:
-        train(_compose(*overrides), run, overrides)
-    assert stopped.value.code == 143 and stopped.value.checkpoint.is_file()
-    assert not (run / "metrics.json").exists()
-    state = torch.load(stopped.value.checkpoint, weights_only=True)
-    assert state["global_step"] == stop_at and state["epoch"] == 1  # saved mid-epoch
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # no handler left behind
-    monkeypatch.setattr(posegnn.train, "build_callbacks", build)
-    resumed_overrides = [*overrides, f"ckpt_path={stopped.value.checkpoint}"]
-    resumed = train(_compose(*resumed_overrides), run, resumed_overrides)
-    assert resumed["epochs"] == full["epochs"] == 3
-    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
-        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
+    assert full["epochs"] == 6
+    _assert_same_result(resumed, full)
 
 
 class _SignalsAt(L.Callback):
@@ -223,12 +183,46 @@ class _SignalsAt(L.Callback):
             os.kill(os.getpid(), self.signals.pop(trainer.global_step))
 
 
-def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
-        tmp_path, monkeypatch, caplog):
-    overrides = [o for o in tiny_train_overrides(tmp_path) if "max_epochs" not in o]
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[list[str], dict]:
+    """A 3-epoch run's overrides and metrics, for runs stopped and resumed to compare with."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    overrides = [o for o in tiny_train_overrides(out) if "max_epochs" not in o]
     overrides += ["test=false", "callbacks.val_ap_every_n_epochs=0", "trainer.max_epochs=3",
                   "callbacks.figures_every_n_epochs=0", "logger=csv"]
-    full = train(_compose(*overrides), tmp_path / "full", overrides)
+    return overrides, train(_compose(*overrides), out / "full", overrides)
+
+
+def _assert_same_result(resumed: dict, full: dict) -> None:
+    assert resumed["epochs"] == full["epochs"]
+    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
+        tmp_path, monkeypatch, signum, uninterrupted):
+    overrides, full = uninterrupted
+    stop_at = 4  # 12 images in batches of 4: the second batch of epoch 1
+    build = posegnn.train.build_callbacks
+    monkeypatch.setattr(posegnn.train, "build_callbacks",
+                        lambda *a: [*build(*a), _SignalsAt({stop_at: signum})])
+    run = tmp_path / "preempted"
+    with pytest.raises(Preempted) as stopped:
+        train(_compose(*overrides), run, overrides)
+    assert stopped.value.code == 143 and stopped.value.checkpoint.is_file()
+    assert not (run / "metrics.json").exists()
+    state = torch.load(stopped.value.checkpoint, weights_only=True)
+    assert state["global_step"] == stop_at and state["epoch"] == 1  # saved mid-epoch
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # no handler left behind
+    monkeypatch.setattr(posegnn.train, "build_callbacks", build)
+    resumed_overrides = [*overrides, f"ckpt_path={stopped.value.checkpoint}"]
+    _assert_same_result(train(_compose(*resumed_overrides), run, resumed_overrides), full)
+
+
+def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
+        tmp_path, monkeypatch, caplog, uninterrupted):
+    overrides, full = uninterrupted
     bin_dir = tmp_path / "bin"  # a stand-in scontrol that records the requeue
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'requeued'}\n")
@@ -252,9 +246,7 @@ def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
         requeued = train(_compose(*overrides), run, overrides)  # same folder, no ckpt_path
     assert f"Restoring states from the checkpoint path at {run / 'hpc_ckpt_1.ckpt'}" \
         in caplog.text
-    assert requeued["epochs"] == full["epochs"] == 3
-    for key in ("val/loss", "train/loss", "val/edge_acc", "val/edge_auroc"):
-        assert requeued[key] == pytest.approx(full[key], rel=1e-6), key
+    _assert_same_result(requeued, full)
 
 
 def test_a_failing_sweep_job_keeps_the_others_results(tmp_path):
