@@ -2,6 +2,11 @@
 
     python benchmarks/bench_train.py --images 200 --epochs 2
     python benchmarks/bench_train.py --epoch-images 1000     # time per epoch for 1,000 images
+    PYTHONPATH=/tmp/posegnn-old python benchmarks/bench_train.py --variants default  # old code
+
+``default`` is the default model (``model=posegnn``: edgeconv_attr messages, pair
+attributes in the classifier) with the default graph settings; the other variants change
+only the convolution.
 
 Graph building is timed apart from training (it is cached once built). Peak memory is
 the process's maximum resident set size after each variant (it only grows), and the
@@ -41,9 +46,14 @@ def datamodule(root: Path, images: int, batch_size: int) -> tuple[PoseGraphDataM
     return dm, (time.perf_counter() - start) / images
 
 
+DEFAULT_MODEL = {"conv": "edgeconv_attr", "classifier_edge_attr": True}  # model=posegnn
+VARIANTS = ("default", *CONVS)
+
+
 def fit_seconds(dm: PoseGraphDataModule, conv: str, epochs: int) -> tuple[float, int]:
     in_dim, edge_dim = dm.dims()
-    module = PosegnnModule(in_dim, edge_dim, model={"conv": conv})
+    model = DEFAULT_MODEL if conv == "default" else {"conv": conv}
+    module = PosegnnModule(in_dim, edge_dim, model=model)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0)
@@ -58,7 +68,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--variants", nargs="+", default=list(CONVS), choices=CONVS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--epoch-images", type=int, default=0,
                     help="also time one edgeconv epoch over this many images")
     args = ap.parse_args()
@@ -67,6 +77,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dm, build = datamodule(Path(tmp), args.images, args.batch_size)
         pairs = sum(g.pair_index.shape[1] for g in dm.dataset("train"))
+        import posegnn
+        print(f"code: {Path(posegnn.__file__).parent}")
         print(f"{args.images} mixed-crowd images: graph building {1000 * build:.1f} ms/image, "
               f"{pairs / args.images:.0f} scored pairs/image, threads={args.threads}")
         print(f"{'variant':<14} {'params':>8} {'graphs/s':>9} {'peak RSS MiB':>13} {'+MiB':>6}")

@@ -81,7 +81,7 @@ class CallbacksConfig:
 @dataclass
 class GNNGroupingConfig:
     threshold: float = 0.1
-    decoder: str = "local_moves"
+    decoder: str = "parallel_moves"
 
 
 @dataclass

@@ -167,6 +167,12 @@ def test_factorized_eval_forward_equals_the_definition(graphs, tmp_path):
         plain = net.classifier.net(torch.cat([hi + hj, (hi - hj).abs(), hi * hj, fwd + bwd,
                                               (fwd - bwd).abs()], dim=1)).squeeze(1)
         assert torch.allclose(module(batch), plain, atol=1e-5)
+        # the derived eval weights follow a change of the module's own (optimizer, load)
+        net.classifier.net[0][0].weight.mul_(2.0)
+        changed = net.classifier.net(torch.cat([hi + hj, (hi - hj).abs(), hi * hj, fwd + bwd,
+                                                (fwd - bwd).abs()], dim=1)).squeeze(1)
+        assert torch.allclose(module(batch), changed, atol=1e-5)
+        assert not torch.allclose(changed, plain, atol=1e-3)
         module.train()  # training: A x_i + B x_j + C e_ij, then BatchNorm on batch statistics
         h = (batch.x - net.feature_mean) / net.feature_std
         conv = net.encoder.layers[0].conv

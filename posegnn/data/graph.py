@@ -40,7 +40,7 @@ class EdgeConfig:
     strategy: str = "partners"  # partners | radius | knn | skeleton
     # partners: each candidate's `partners` most plausible candidates of every other joint
     # type, by distance / (partner_scale * long side) + tag distance (pairs grow linearly)
-    partners: int = 2
+    partners: int = 1
     partner_scale: float = 0.1
     radius: float = 0.6  # max pair distance as a fraction of the image's long side
     k: int = 16  # neighbours per candidate for the knn strategy
@@ -174,17 +174,14 @@ def partner_pairs(pos: torch.Tensor, tag: torch.Tensor, joint: torch.Tensor,
     cost = torch.cat([cost, cost.new_full((n, 1), float("inf"))], dim=1)
     grouped = cost[:, columns]  # [N, K, width]
     grouped[torch.arange(n), joint] = float("inf")  # never a candidate's own type
-    src, dst = [], []
-    rows = torch.arange(n).unsqueeze(1).expand(n, num_joints)
+    chosen = torch.zeros((n, n + 1), dtype=torch.bool)
     for _ in range(min(cfg.partners, width)):  # k passes of a minimum beat topk here
         value, pick = grouped.min(dim=2)
-        ok = torch.isfinite(value)
-        src.append(rows[ok])
-        dst.append(columns.gather(1, pick.T).T[ok])
+        partner = columns.gather(1, pick.T).T  # [N, K]
+        chosen.scatter_(1, partner.masked_fill(value.isinf(), n), True)  # n: none left
         grouped.scatter_(2, pick.unsqueeze(2), float("inf"))
-    src, dst = torch.cat(src), torch.cat(dst)
-    key = torch.unique(torch.minimum(src, dst) * n + torch.maximum(src, dst))
-    return torch.stack([key // n, key % n])
+    chosen = chosen[:, :n]
+    return torch.triu(chosen | chosen.T, diagonal=1).nonzero().T.contiguous()
 
 
 def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,

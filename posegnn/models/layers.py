@@ -21,6 +21,23 @@ def fold_batchnorm(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[Tensor, Ten
             (linear.bias - norm.running_mean) * scale + norm.bias)
 
 
+def eval_weights(module: nn.Module, compute) -> tuple[Tensor, ...]:
+    """``compute()``: the eval-mode weights a module derives from its own (folded,
+    split, transposed). Without autograd they are kept until a parameter or buffer of
+    the module changes (an optimizer step, ``load_state_dict``), so inference derives
+    them once; with autograd they are derived on each call, gradients flowing."""
+    if torch.is_grad_enabled():
+        return compute()
+    tensors = [*module.parameters(), *module.buffers()]
+    key = tuple((t._version, t.data_ptr()) for t in tensors)
+    cached = module.__dict__.get("_eval_weight_cache")
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False):  # plain tensors, usable outside inference mode
+            cached = (key, tuple(w.contiguous() for w in compute()))
+        module.__dict__["_eval_weight_cache"] = cached
+    return cached[1]
+
+
 class EdgeConvAttr(MessagePassing):
     """EdgeConv whose message also sees the edge attributes:
     ``x_i' = aggr_j h([x_i, x_j - x_i, e_ij])`` (the report's to-do).
@@ -54,15 +71,18 @@ class EdgeConvAttr(MessagePassing):
         z += (x @ b.T).index_select(0, src)
         return self.aggregate(self.nn[1:](z), dst, dim_size=len(x))
 
+    def _eval_weights(self) -> tuple[Tensor, ...]:
+        weight, bias = fold_batchnorm(self.nn[0], self.nn[1])
+        return (*(w.T for w in self._split(weight)), bias)
+
     def max_eval(self, x: Tensor, src: Tensor, dst: Tensor, edge_attr: Tensor) -> Tensor:
         """The eval-mode forward with max aggregation (see the class doc)."""
-        weight, bias = fold_batchnorm(self.nn[0], self.nn[1])
-        a, b, c = self._split(weight)
-        per_edge = (edge_attr @ c.T).add_((x @ b.T).index_select(0, src))
+        a, b, c, bias = eval_weights(self, self._eval_weights)  # transposed: [in, out]
+        per_edge = (edge_attr @ c).add_((x @ b).index_select(0, src))
         best = x.new_zeros((len(x), len(bias))).scatter_reduce_(
             0, dst.unsqueeze(1).expand_as(per_edge), per_edge, "amax", include_self=False)
         has = torch.zeros(len(x), dtype=x.dtype, device=x.device).index_fill_(0, dst, 1.0)
-        return torch.relu_(torch.addmm(bias, x, a.T).add_(best)).mul_(has.unsqueeze(1))
+        return torch.relu_(torch.addmm(bias, x, a).add_(best)).mul_(has.unsqueeze(1))
 
 
 class ConvLayer(nn.Module):

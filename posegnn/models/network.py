@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from posegnn.models.layers import ConvLayer, fold_batchnorm, mlp_block
+from posegnn.models.layers import ConvLayer, eval_weights, fold_batchnorm, mlp_block
 
 PAIR_MODES = ("concat", "symmetric")
 
@@ -60,6 +60,7 @@ class EdgeClassifier(nn.Module):
         if cfg.pair not in PAIR_MODES:
             raise ValueError(f"model.pair must be one of {PAIR_MODES}, got {cfg.pair!r}")
         self.pair, self.use_attr = cfg.pair, cfg.classifier_edge_attr
+        self.emb_dim, self.edge_dim, self.extra_dim = emb_dim, edge_dim, extra_dim
         in_dim = emb_dim * (3 if cfg.pair == "symmetric" else 2) + extra_dim
         if self.use_attr:
             in_dim += edge_dim * (2 if cfg.pair == "symmetric" else 1)
@@ -82,26 +83,36 @@ class EdgeClassifier(nn.Module):
             parts.append(extra)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)
 
-    def factorized(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
-                   attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
-        """The eval-mode symmetric forward, BatchNorms folded into the linear maps; the
-        first map's ``h_i + h_j`` part is applied once per vertex, not per pair."""
+    def _eval_weights(self) -> tuple[Tensor, ...]:
+        """Folded, transposed weights: [first map split by input block (the h_i + h_j
+        block first), bias 1, second map, bias 2, output map, output bias]."""
         (lin1, norm1, _), _, (lin2, norm2, _), out = self.net
         w1, b1 = fold_batchnorm(lin1, norm1)
         w2, b2 = fold_batchnorm(lin2, norm2)
-        d = h.shape[1]
-        per_vertex = h @ w1[:, :d].T
-        hi, hj = h[pair_index[0]], h[pair_index[1]]
-        parts = [(hi - hj).abs(), hi * hj]
+        d = self.emb_dim
+        widths = [d, d, d] + [self.edge_dim] * (2 * self.use_attr) + [self.extra_dim]
+        blocks = torch.split(w1.T, widths)
+        return (*blocks, b1, w2.T, b2, out.weight.T, out.bias)
+
+    def factorized(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
+                   attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
+        """The eval-mode symmetric forward, BatchNorms folded into the linear maps; the
+        first map's ``h_i + h_j`` part is applied once per vertex, not per pair, and each
+        input block meets its own slice of the weight (no concatenation)."""
+        *blocks, b1, w2, b2, w_out, b_out = eval_weights(self, self._eval_weights)
+        per_vertex = h @ blocks[0]
+        i, j = pair_index
+        hi, hj = h.index_select(0, i), h.index_select(0, j)
+        inputs = [(hi - hj).abs_(), hi.mul_(hj)]
         if self.use_attr:
-            parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
+            inputs += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs_()]
         if extra is not None:
-            parts.append(extra)
-        z = torch.addmm(b1, torch.cat(parts, dim=1), w1[:, d:].T)
-        z += per_vertex[pair_index[0]]
-        z += per_vertex[pair_index[1]]
-        z = torch.addmm(b2, z.relu_(), w2.T).relu_()
-        return torch.addmm(out.bias, z, out.weight.T).squeeze(1)
+            inputs.append(extra)
+        z = per_vertex.index_select(0, i).add_(per_vertex.index_select(0, j)).add_(b1)
+        for x, w in zip(inputs, blocks[1:], strict=False):
+            z.addmm_(x, w)
+        z = torch.addmm(b2, z.relu_(), w2).relu_()
+        return torch.addmm(b_out, z, w_out).squeeze(1)
 
 
 def pool_by_probability(h: Tensor, pair_index: Tensor, prob: Tensor) -> Tensor:
