@@ -40,7 +40,9 @@ class ValGroupingAP(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._due(trainer):
             return
-        pl_module.log_dict(self.compute(trainer, pl_module))
+        # once, over the whole split, on the first process; the others log the same values
+        metrics = self.compute(trainer, pl_module) if trainer.is_global_zero else None
+        pl_module.log_dict(trainer.strategy.broadcast(metrics, src=0), sync_dist=True)
         self._done_epoch = trainer.current_epoch
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

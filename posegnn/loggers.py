@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from posegnn.io import atomic_write
 
@@ -23,7 +24,23 @@ def wandb_mode() -> str:
     return "online" if has_key else "offline"
 
 
-class _ResumedWriter(ExperimentWriter):
+class _SharedWriter(ExperimentWriter):
+    """Lightning's CSV writer, reading the columns of ``metrics.csv`` from the file before
+    it adds rows: the processes of ``ddp_spawn`` (fit in a child, test in the parent) each
+    hold a copy of the writer, and one that did not write the file's columns itself would
+    rewrite it with its own header and fail."""
+
+    def _record_new_keys(self) -> set[str]:
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys.extend(sorted(set(header) - set(self.metrics_keys)))
+            self.metrics_keys.sort()
+        return super()._record_new_keys()
+
+
+class _ResumedWriter(_SharedWriter):
     """Lightning's CSV writer deletes an existing ``metrics.csv``; a resumed run keeps the
     rows of the epochs before ``resume_epoch`` and appends to them."""
 
@@ -56,7 +73,7 @@ class _ResumedWriter(ExperimentWriter):
 
 class ResumableCSVLogger(CSVLogger):
     """A CSVLogger that, when ``resume_epoch`` is given, continues the run's own
-    ``metrics.csv`` instead of replacing it."""
+    ``metrics.csv`` instead of replacing it, and that several processes can share."""
 
     def __init__(self, *args, resume_epoch: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -64,9 +81,10 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     def experiment(self):
-        if self._experiment is None and self._resume_epoch is not None:
+        if self._experiment is None and rank_zero_only.rank == 0:
             os.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ResumedWriter(self.log_dir, self._resume_epoch)
+            self._experiment = (_SharedWriter(self.log_dir) if self._resume_epoch is None
+                                else _ResumedWriter(self.log_dir, self._resume_epoch))
         return super().experiment
 
 

@@ -139,7 +139,7 @@ def where_things_went(out_dir: Path, checkpoints: ModelCheckpoint,
     """The closing lines of a run: its folder, checkpoints, metrics and W&B run."""
     lines = ["", f"run folder:      {out_dir}",
              f"best checkpoint: {checkpoints.best_model_path or '-'}",
-             f"last checkpoint: {checkpoints.last_model_path or '-'}",
+             f"last checkpoint: {checkpoints.last_model_path or _last(checkpoints)}",
              f"metrics:         {out_dir / 'metrics.json'}"]
     if (out_dir / "csv" / "metrics.csv").is_file():
         lines.append(f"curves:          {out_dir / 'csv' / 'metrics.csv'}")
@@ -150,6 +150,12 @@ def where_things_went(out_dir: Path, checkpoints: ModelCheckpoint,
             parts = sorted(wandb_dir.parent.glob(f"offline-run-*-{run_id}"))
             lines.append(f"upload it with:  wandb sync {' '.join(map(str, parts))}")
     return "\n".join(lines)
+
+
+def _last(checkpoints: ModelCheckpoint) -> str:
+    """``last.ckpt`` when it exists (``ddp_spawn`` saves it in a child process)."""
+    path = Path(checkpoints.dirpath or "") / f"{checkpoints.CHECKPOINT_NAME_LAST}.ckpt"
+    return str(path) if checkpoints.dirpath and path.is_file() else "-"
 
 
 def check_resume_settings(cfg: DictConfig, out_dir: Path) -> int:
@@ -170,16 +176,20 @@ def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str
          out_dir: Path) -> dict[str, float]:
     """Edge metrics and the three groupings on the test split, with the best weights."""
     module = load_module(ckpt) if ckpt else trainer.lightning_module
-    trainer.test(module, datamodule=dm, verbose=False)
-    metrics = _scalars(trainer.callback_metrics, prefix="test/")
+    tester = trainer
+    if trainer.world_size > 1:  # edge metrics once over the whole split, in this process
+        tester = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False,
+                           enable_progress_bar=False, deterministic=cfg.trainer.deterministic)
+    tester.test(module, datamodule=dm, verbose=False)
+    metrics = _scalars(tester.callback_metrics, prefix="test/")
     grouped = evaluate_groupings(
         dm.ground_truth("test"), dm.layout, dm.dataset("test"),
         OmegaConf.to_container(cfg.grouping), module=module, prefix="test",
         batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress)
     # AP, AP50, AP75, AP_hard, ... of every grouping: CSV row, TensorBoard, W&B summary
-    log_final_metrics(trainer.loggers, grouped, step=trainer.global_step,
-                      epoch=max(trainer.current_epoch - 1, 0))
     metrics.update(grouped)
+    log_final_metrics(trainer.loggers, grouped if tester is trainer else metrics,
+                      step=trainer.global_step, epoch=max(trainer.current_epoch - 1, 0))
     print("\nTest split: OKS AP of each grouping on the same candidates\n")
     print(format_table(metrics, "test"))
     return metrics

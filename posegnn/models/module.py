@@ -107,14 +107,15 @@ class PosegnnModule(L.LightningModule):
                        for s in stages) / len(stages)
             self.metrics[f"{stage}_edges"].update(torch.sigmoid(logits.detach()), y.long())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=batch.num_graphs)
+                 batch_size=batch.num_graphs, sync_dist=True)  # mean over processes
         return loss
 
     def _log_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_edges"]
         if any(m.update_count for m in metrics.values()):
+            # torchmetrics already gathered every process's counts: equal values everywhere
             self.log_dict({f"{stage}/{k}": v for k, v in metrics.compute().items()},
-                          prog_bar=False)
+                          prog_bar=False, sync_dist=True)
         metrics.reset()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
