@@ -7,6 +7,7 @@ candidates match the same ground-truth person.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -184,31 +185,42 @@ def partner_pairs(pos: torch.Tensor, tag: torch.Tensor, joint: torch.Tensor,
     return torch.triu(chosen | chosen.T, diagonal=1).nonzero().T.contiguous()
 
 
-def edge_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
-                    joint: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                    long_side: float, limbs: torch.Tensor, cfg: EdgeConfig) -> torch.Tensor:
-    """Attributes of directed edges src -> dst: offset, scaled distance, tag difference,
-    heat scores, limb type (from the [K, K] limb matrix) and competition margins."""
-    offset = (pos[dst] - pos[src]) / long_side
+def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
+                    joint: torch.Tensor, pairs: torch.Tensor, long_side: float,
+                    limbs: torch.Tensor, cfg: EdgeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attributes of both directions of each pair (i, j): ([M, A] for i -> j, [M, A] for
+    j -> i). Per direction src -> dst: offset, scaled distance, tag difference, heat
+    scores, limb type (from the [K, K] limb matrix) and competition margins; what does
+    not depend on the direction is computed once per pair."""
+    i, j = pairs
+    offset = (pos.index_select(0, j) - pos.index_select(0, i)) / long_side
     dist = offset.norm(dim=1, keepdim=True)
-    parts = []
+    fwd, rev = [], []
+
+    def both(f: torch.Tensor, r: torch.Tensor | None = None) -> None:
+        fwd.append(f)
+        rev.append(f if r is None else r)
+
     if cfg.offset:
-        parts.append(offset)
+        both(offset, -offset)
     if cfg.distance:
-        parts.append(dist)
+        both(dist)
     if cfg.tag_diff:
-        parts.append((tag[dst] - tag[src]).abs())
+        both((tag.index_select(0, j) - tag.index_select(0, i)).abs())
     if cfg.scores:
-        parts.append(torch.stack([score[src], score[dst]], dim=1))
+        s_i, s_j = score.index_select(0, i), score.index_select(0, j)
+        both(torch.stack([s_i, s_j], dim=1), torch.stack([s_j, s_i], dim=1))
     if cfg.limb:
-        limb = limbs[joint[src], joint[dst]]
-        parts.append(torch.nn.functional.one_hot(limb, int(limbs.max()) + 1).float())
+        limb = limbs[joint.index_select(0, i), joint.index_select(0, j)]
+        both(torch.nn.functional.one_hot(limb, int(limbs.max()) + 1).float())
     if cfg.competition:
-        parts.append(competition_attributes(tag, joint, src, dst, dist.squeeze(1),
-                                            len(limbs)))
-    if not parts:
-        return torch.zeros((len(src), 0))
-    return torch.cat(parts, dim=1).float()
+        comp = competition_attributes(tag, joint, torch.cat([i, j]), torch.cat([j, i]),
+                                      dist.squeeze(1).repeat(2), len(limbs))
+        both(comp[:len(i)], comp[len(i):])
+    if not fwd:
+        empty = torch.zeros((len(i), 0))
+        return empty, empty
+    return torch.cat(fwd, dim=1).float(), torch.cat(rev, dim=1).float()
 
 
 def competition_attributes(tag: torch.Tensor, joint: torch.Tensor, src: torch.Tensor,
@@ -290,19 +302,16 @@ class AddEdges:
         self.limbs = torch.from_numpy(layout.limb_matrix())  # once, not per graph
 
     def __call__(self, data: Data) -> Data:
-        data = data.clone()
+        data = copy.copy(data)  # new attributes only: the vertex tensors are shared
         long_side = float(data.long_side)
         pairs = candidate_pairs(data.pos, data.joint, long_side, self.limbs, self.cfg,
                                 data.tag)
-        src = torch.cat([pairs[0], pairs[1]])
-        dst = torch.cat([pairs[1], pairs[0]])
         data.pair_index = pairs
-        data.edge_index = torch.stack([src, dst])
-        data.edge_attr = edge_attributes(data.pos, data.feat_tag, data.score, data.joint,
-                                         src, dst, long_side, self.limbs, self.cfg)
-        m = pairs.shape[1]
-        data.pair_attr, data.pair_attr_rev = data.edge_attr[:m], data.edge_attr[m:]
+        data.edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)
+        data.pair_attr, data.pair_attr_rev = pair_attributes(
+            data.pos, data.feat_tag, data.score, data.joint, pairs, long_side, self.limbs,
+            self.cfg)
+        data.edge_attr = torch.cat([data.pair_attr, data.pair_attr_rev])
         pi, pj = data.person[pairs[0]], data.person[pairs[1]]
         data.y = ((pi == pj) & (pi >= 0)).float()
         return data
-
