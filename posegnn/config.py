@@ -137,6 +137,9 @@ class TrainConfig(RunConfig):
     resume_allow_changes: bool = False
     finetune_from: str | None = None  # start from these weights with a new optimizer
     test: bool = True
+    # what a sweeper (hparams_search) optimizes, from this run's metrics.json; a sweep
+    # whose runs lack it fails, naming the metrics they have
+    optimized_metric: str = "test/gnn/AP"
 
 
 @dataclass

@@ -16,9 +16,28 @@ def main(cfg: DictConfig) -> float | None:
     out_dir, overrides, sweep = hydra_run_info()
     with user_errors("posegnn-train"):
         metrics = train(cfg, out_dir, overrides, sweep)
-    # what a sweeper maximizes (hparams_search): test AP, else the last epoch's val AP
-    return next((metrics[k] for k in ("test/gnn/AP", "val/gnn/AP")
-                 if metrics.get(k) is not None), None)
+    return optimized_value(metrics, cfg.optimized_metric)
+
+
+def optimized_value(metrics: dict, name: str) -> float | None:
+    """The value a sweeper optimizes. Hydra's basic sweeper ignores it; any other (Optuna)
+    needs it, so a missing metric is an error there, naming the ones the run has."""
+    value = metrics.get(name)
+    if value is None and _sweeper_reads_results():
+        have = ", ".join(sorted(k for k, v in metrics.items() if isinstance(v, float)
+                                and "/" in k and k.split("/")[0] in ("val", "test")))
+        raise ValueError(f"optimized_metric={name} is not among this run's metrics ({have}); "
+                         "set optimized_metric to one of them, or keep test=true")
+    return value
+
+
+def _sweeper_reads_results() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    target = str(HydraConfig.get().sweeper.get("_target_", ""))
+    return bool(target) and not target.endswith("BasicSweeper")
 
 
 if __name__ == "__main__":

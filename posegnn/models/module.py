@@ -38,6 +38,8 @@ class SchedulerConfig:
     step_size: int = 10  # step
     gamma: float = 0.5  # step, plateau
     patience: int = 3  # plateau
+    monitor: str = "val/loss"  # plateau: the metric it watches (val/gnn/AP with mode=max)
+    mode: str = "min"  # plateau: min | max
 
 
 @dataclass
@@ -169,7 +171,7 @@ class PosegnnModule(L.LightningModule):
         if s.name == "step":
             return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
         if s.name == "plateau":
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=s.gamma,
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=s.mode, factor=s.gamma,
                                                                  patience=s.patience)
-            return {"scheduler": plateau, "monitor": "val/loss"}
+            return {"scheduler": plateau, "monitor": s.monitor}
         raise ValueError(f"scheduler.name must be none, cosine, step or plateau, got {s.name!r}")
