@@ -138,9 +138,6 @@ class PosegnnModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        return self.edge_probabilities(batch)
-
     def configure_optimizers(self):
         o = self.optim_cfg
         params = self.parameters()

@@ -199,7 +199,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
         text = [f"### {heading}", "", body, ""]
         if verdicts:
             loss = TRAIN_LOSS.label if factor is CONV else BEST_VAL_LOSS.label
-            text += [answer(factor, verdicts, names, primary_metric(verdicts, loss), short), ""]
+            text += [answer(verdicts, names, primary_metric(verdicts, loss), short), ""]
         if factor is OPTIMIZER and verdicts:
             text += [_best_per_value(jobs, factor), ""]
         if factor.name in figures:

@@ -217,7 +217,7 @@ def short_runs(jobs: Sequence[Job]) -> int | None:
     return longest if longest is not None and longest < MIN_EPOCHS else None
 
 
-def answer(factor: Factor, verdicts: dict, names: dict | None = None,
+def answer(verdicts: dict, names: dict | None = None,
            primary: str = BEST_VAL_LOSS.label, short: int | None = None) -> str:
     """The verdict on ``primary`` (see :func:`primary_metric`), with the metrics that
     agree or not; ``short``: the runs' epochs, when too few to tell."""

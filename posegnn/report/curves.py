@@ -4,7 +4,6 @@ rate too high, both or neither)."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,9 +100,6 @@ def question_2(jobs: Sequence[Job], labels: dict[str, str]) -> str:
         lines.append(f"| #{j.name} {labels[j.name]} | {fmt_value(factor_value(j, LR))} | "
                      f"{factor_value(j, OPTIMIZER)} | **{d.pattern}** | {d.detail} |")
     lines.append("")
-    by_pattern: dict[str, list[Job]] = defaultdict(list)
-    for j in done:
-        by_pattern[diag[j.name].pattern].append(j)
     usable = [j for j in done if diag[j.name].usable]
     over = [j for j in usable if diag[j.name].overfitting]
     high = [j for j in usable if diag[j.name].lr_too_high]
