@@ -103,9 +103,9 @@ class GroupingConfig:
 
 @dataclass
 class PathsConfig:
-    output_dir: str = "outputs"
-    data_dir: str = "outputs/data"
-    cache_dir: str = "outputs/cache"
+    output_dir: str = "outputs"  # relative paths start where posegnn is started
+    data_dir: str = "${paths.output_dir}/data"  # generated synthetic datasets
+    cache_dir: str = "${paths.output_dir}/cache"  # built graphs
 
 
 @dataclass

@@ -1,0 +1,37 @@
+"""Every default is written once: a group file in conf/ holds only what differs from its
+schema (the dataclasses in posegnn/), never a copy of a schema default that could drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from posegnn.config import CONF_DIR, TrainConfig
+
+GROUPS = ("data", "graph", "model", "optimizer", "scheduler", "trainer", "logger",
+          "callbacks", "grouping", "paths")
+
+
+def _leaves(node: DictConfig, prefix: str = ""):
+    for key in node:
+        if OmegaConf.is_interpolation(node, key):
+            continue  # wiring to another setting, not a default
+        value = node[key]
+        if isinstance(value, DictConfig):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path", [p for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob(
+    "*.yaml"))], ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_group_file_repeats_no_schema_default(path):
+    own = OmegaConf.load(path)
+    own.pop("defaults", None)
+    schema = OmegaConf.structured(TrainConfig)[path.parent.name]
+    repeats = [f"{key}: {value}" for key, value in _leaves(own)
+               if OmegaConf.select(schema, key, default=object()) == value]
+    assert not repeats, (f"{path} repeats its schema's defaults ({', '.join(repeats)}): "
+                         "keep them in the dataclass only")
