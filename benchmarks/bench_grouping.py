@@ -1,4 +1,4 @@
-"""Time per-image grouping (ae, gnn greedy, gnn local_moves) as people per image grow.
+"""Time per-image grouping (ae, gnn greedy, local_moves, parallel_moves) as people grow.
 
 Scenes are synthetic: P people of 14 joints side by side, one jittered candidate per
 joint, tags ``person * tag_gap + noise``, and same-person probabilities
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 
     methods = {"ae": AEGrouping(layout="crowdpose14", max_people=max(args.people)),
                "gnn_greedy": GNNGrouping(layout="crowdpose14", decoder="greedy"),
-               "gnn_local_moves": GNNGrouping(layout="crowdpose14", decoder="local_moves")}
+               "gnn_local_moves": GNNGrouping(layout="crowdpose14", decoder="local_moves"),
+               "gnn_parallel": GNNGrouping(layout="crowdpose14", decoder="parallel_moves")}
     rng = np.random.default_rng(args.seed)
     print(f"{'people':>6} {'cands':>6} {'pairs':>7} | "
           + " | ".join(f"{name:>15} ms  F1 " for name in methods))

@@ -41,7 +41,7 @@ class EdgeConfig:
     strategy: str = "partners"  # partners | radius | knn | skeleton
     # partners: each candidate's `partners` most plausible candidates of every other joint
     # type, by distance / (partner_scale * long side) + tag distance (pairs grow linearly)
-    partners: int = 1
+    partners: int = 2
     partner_scale: float = 0.1
     radius: float = 0.6  # max pair distance as a fraction of the image's long side
     k: int = 16  # neighbours per candidate for the knn strategy
