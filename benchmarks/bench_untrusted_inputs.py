@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from posegnn.data.cache import build_graphs, load_graphs, pack_graphs
@@ -28,18 +27,8 @@ from posegnn.data.graph import GraphConfig
 from posegnn.data.maps import DatasetError, PoseMapsDataset, npz_headers, read_maps
 from posegnn.data.synthetic import SyntheticConfig, generate_dataset
 
-
-def write_bomb(path: Path, heat_shape: tuple, tag_shape: tuple) -> None:
-    chunk = bytes(1 << 24)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for name, shape in (("heatmaps", heat_shape), ("tags", tag_shape)):
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_1_0(
-                    f, {"descr": "<f2", "fortran_order": False, "shape": shape})
-                left = 2 * int(np.prod(shape))
-                while left > 0:
-                    f.write(chunk[:min(left, len(chunk))])
-                    left -= len(chunk)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests/
+from tests.faults import write_bomb  # noqa: E402
 
 
 def peak_rss_mib() -> float:

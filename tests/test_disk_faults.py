@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.data.graph import GraphConfig
 from posegnn.data.maps import DatasetError, PoseMapsDataset, read_maps
 from posegnn.io import WriteError, atomic_torch_save
+from tests.faults import write_bomb
 
 
 @pytest.fixture
@@ -84,24 +84,10 @@ def test_cache_round_trip_keeps_every_field(small_dataset):
 
 
 # -- 2. bounded inputs ---------------------------------------------------------------------
-def _write_bomb(path: Path, heat_shape: tuple, tag_shape: tuple) -> None:
-    """An npz of all-zero float16 arrays, streamed so the test never holds them."""
-    chunk = bytes(1 << 24)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for name, shape in (("heatmaps", heat_shape), ("tags", tag_shape)):
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_1_0(
-                    f, {"descr": "<f2", "fortran_order": False, "shape": shape})
-                left = 2 * int(np.prod(shape))
-                while left > 0:
-                    f.write(chunk[:min(left, len(chunk))])
-                    left -= len(chunk)
-
-
 def test_a_decompression_bomb_is_refused_from_its_headers(dataset_copy):
     ds = PoseMapsDataset(dataset_copy)
     path = ds.maps_path(ds.image_ids[0])
-    _write_bomb(path, (14, 4096, 4096), (14, 2048, 2048))
+    write_bomb(path, (14, 4096, 4096), (14, 2048, 2048))
     assert path.stat().st_size < 3 * 2**20  # a few megabytes on disk, 560 MiB decompressed
     tracemalloc.start()
     with pytest.raises(DatasetError, match=r"3.npz|MiB") as err:
@@ -182,6 +168,7 @@ def test_broken_annotations_stop_the_run_or_are_skipped_with_a_count(dataset_cop
 _FILE_SIZE_LIMIT = """
 import resource, signal, sys, torch
 from posegnn.io import WriteError, atomic_torch_save
+from tests.faults import write_bomb
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:
