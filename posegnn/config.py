@@ -16,6 +16,8 @@ from hydra.core.config_store import ConfigStore
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
 from posegnn.data.synthetic import DetectorNoise
+from posegnn.grouping.ae import AEGroupingConfig
+from posegnn.grouping.gnn import GNNGroupingConfig
 from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
 from posegnn.models.network import ModelConfig
 
@@ -76,19 +78,6 @@ class CallbacksConfig:
     val_ap_max_images: int = 100
     figures_every_n_epochs: int = 5  # prediction-vs-truth PNGs (and W&B images); 0: none
     figures_num_images: int = 4
-
-
-@dataclass
-class GNNGroupingConfig:
-    threshold: float = 0.1
-    decoder: str = "parallel_moves"
-
-
-@dataclass
-class AEGroupingConfig:
-    tag_threshold: float = 1.0
-    max_people: int = 30
-    detection_threshold: float = 0.1
 
 
 @dataclass

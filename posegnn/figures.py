@@ -148,7 +148,7 @@ def draw_examples(examples: Sequence[Example], layout: Layout,
 
 
 def edge_probability_histogram(probs: np.ndarray, labels: np.ndarray, bins: int = 20,
-                               threshold: float | None = 0.5, title: str | None = None
+                               threshold: float | None = None, title: str | None = None
                                ) -> Figure:
     """Histogram of predicted same-person probabilities, same-person pairs (label 1) and
     different-person pairs (label 0) apart."""

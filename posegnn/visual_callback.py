@@ -18,6 +18,7 @@ from posegnn.figures import (
     save_figure,
 )
 from posegnn.grouping import build_grouping
+from posegnn.grouping.gnn import GNNGroupingConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,10 @@ class PredictionFigures(L.Callback):
         labels = np.concatenate([s.y for s in scores])
         all_probs = np.concatenate([s.prob for s in scores])
         paths["val/edge_prob_hist"] = save_figure(
-            edge_probability_histogram(all_probs, labels, threshold=self.grouping.get(
-                "threshold", 0.5), title=f"validation pairs, epoch {epoch}"),
+            edge_probability_histogram(
+                all_probs, labels,
+                threshold=self.grouping.get("threshold", GNNGroupingConfig.threshold),
+                title=f"validation pairs, epoch {epoch}"),
             out / f"val_edge_prob_hist_epoch{epoch:03d}.png")
         if self.num_images > 0:
             grouping = build_grouping("gnn", layout=dm.layout, **self.grouping)

@@ -1,14 +1,19 @@
 """Every default is written once: a group file in conf/ holds only what differs from its
-schema (the dataclasses in posegnn/), never a copy of a schema default that could drift."""
+schema (the dataclasses in posegnn/), never a copy of a schema default that could drift,
+and the classes the settings reach take their defaults from the same schema."""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from posegnn.config import CONF_DIR, TrainConfig
+from posegnn.grouping.ae import AEGrouping, AEGroupingConfig
+from posegnn.grouping.gnn import GNNGrouping, GNNGroupingConfig
 
 GROUPS = ("data", "graph", "model", "optimizer", "scheduler", "trainer", "logger",
           "callbacks", "grouping", "paths")
@@ -35,3 +40,12 @@ def test_a_group_file_repeats_no_schema_default(path):
                if OmegaConf.select(schema, key, default=object()) == value]
     assert not repeats, (f"{path} repeats its schema's defaults ({', '.join(repeats)}): "
                          "keep them in the dataclass only")
+
+
+@pytest.mark.parametrize("cls, schema", [(GNNGrouping, GNNGroupingConfig),
+                                         (AEGrouping, AEGroupingConfig)])
+def test_groupings_take_every_setting_and_default_from_their_schema(cls, schema):
+    params = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+              if name not in ("layout", "num_joints", "ae_order")}
+    defaults = {f.name: getattr(schema(), f.name) for f in fields(schema)}
+    assert params == defaults  # every setting sweepable from grouping.*, one default each

@@ -227,7 +227,7 @@ def test_unknown_pairs_carry_no_evidence() -> None:
         assert len(people) == 3, decoder
         if decoder == "parallel_moves":
             continue  # unknown_prob needs the dense matrix
-        pessimistic = GNNGrouping(num_joints=14, decoder=decoder, unknown_prob=0.1)
+        pessimistic = GNNGrouping(num_joints=14, decoder=decoder, unknown_prob=0.1, threshold=0.5)
         prob = np.full(chain.shape[1], 0.9)
         assert len(pessimistic.group(cands, pair_index=chain, prob=prob)) > 3
 

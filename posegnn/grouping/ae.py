@@ -16,6 +16,8 @@ joints from the maps) is not part of this step: it needs the maps, not candidate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -24,6 +26,22 @@ from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
 
 UNMATCHED_COST = 1e10
+
+
+@dataclass
+class AEGroupingConfig:
+    """Settings of the associative-embedding baseline (``grouping.ae``), HigherHRNet's
+    defaults; the CLI, the Python API and :class:`AEGrouping` all take them from here."""
+
+    tag_threshold: float = 1.0  # largest tag distance to join a person
+    max_people: int = 30
+    detection_threshold: float = 0.1  # candidates below this heat are ignored
+    use_detection_val: bool = True  # matching cost: round(tag distance) * 100 - heat
+    ignore_too_much: bool = False  # drop candidates once max_people is reached
+    min_keypoints: int = 1
+
+
+_AE = AEGroupingConfig()
 
 
 class AEGrouping(Grouping):
@@ -36,10 +54,12 @@ class AEGrouping(Grouping):
     name = "ae"
 
     def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 ae_order: tuple[int, ...] | list[int] | None = None, tag_threshold: float = 1.0,
-                 max_people: int = 30, detection_threshold: float = 0.1,
-                 use_detection_val: bool = True, ignore_too_much: bool = False,
-                 min_keypoints: int = 1) -> None:
+                 ae_order: tuple[int, ...] | list[int] | None = None,
+                 tag_threshold: float = _AE.tag_threshold, max_people: int = _AE.max_people,
+                 detection_threshold: float = _AE.detection_threshold,
+                 use_detection_val: bool = _AE.use_detection_val,
+                 ignore_too_much: bool = _AE.ignore_too_much,
+                 min_keypoints: int = _AE.min_keypoints) -> None:
         super().__init__(layout, num_joints, min_keypoints)
         if ae_order is None:
             ae_order = self.layout.ae_order if self.layout else range(self.num_joints)

@@ -28,6 +28,8 @@ the linkage); ``unknown_prob`` gives them a probability instead (dense decoders 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from posegnn.grouping.base import Grouping, heat_score, people_from_assignment
@@ -220,6 +222,23 @@ def local_moves_decode(weights: np.ndarray, joint: np.ndarray, labels: np.ndarra
     return c.labels.copy()
 
 
+@dataclass
+class GNNGroupingConfig:
+    """Settings of the learned grouping (``grouping.gnn``); the CLI, the Python API and
+    :class:`GNNGrouping` all take their defaults from here."""
+
+    threshold: float = 0.1  # pair probability where joining starts to pay (chosen on val)
+    decoder: str = "parallel_moves"  # greedy | local_moves | parallel_moves
+    linkage: str = "mean"  # greedy merges: mean | min | max pair probability
+    unknown_prob: float | None = None  # dense decoders: probability of unscored pairs
+    min_keypoints: int = 1  # smaller people are dropped
+    score: str = "heat_x_prob"  # person score: heat_x_prob | heat
+    max_moves: int | None = None  # local_moves: stop after this many moves
+
+
+_GNN = GNNGroupingConfig()
+
+
 class GNNGrouping(Grouping):
     """People from same-person probabilities (``pair_index`` [2, M], ``prob`` [M]).
 
@@ -231,9 +250,10 @@ class GNNGrouping(Grouping):
     name = "gnn"
 
     def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 threshold: float = 0.5, decoder: str = "local_moves", linkage: str = "mean",
-                 unknown_prob: float | None = None, min_keypoints: int = 1,
-                 score: str = "heat_x_prob", max_moves: int | None = None) -> None:
+                 threshold: float = _GNN.threshold, decoder: str = _GNN.decoder,
+                 linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
+                 min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
+                 max_moves: int | None = _GNN.max_moves) -> None:
         super().__init__(layout, num_joints, min_keypoints)
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}: choose one of {DECODERS}")
