@@ -28,7 +28,7 @@ def dev_poses() -> Path:
     """The real CrowdPose poses file; tests that need it skip, saying why, without it."""
     if not _DEV_POSES.is_file():
         pytest.skip(f"real CrowdPose poses not found at {_DEV_POSES} (development workspace "
-                    "only; point data.synthetic.poses at your own CrowdPose or COCO file)")
+                    "only; point data.poses at your own CrowdPose or COCO file)")
     return _DEV_POSES
 
 

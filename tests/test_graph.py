@@ -10,7 +10,7 @@ from posegnn.data import cache as cache_mod
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks, max_filter
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.data.graph import AddEdges, EdgeConfig, GraphConfig, build_vertices
-from posegnn.data.maps import PoseMapsDataset
+from posegnn.data.maps import DatasetError, PoseMapsDataset
 from posegnn.layouts import CROWDPOSE14
 
 
@@ -201,6 +201,20 @@ def test_datamodule_reports_missing_splits(tmp_path):
     dm = PoseGraphDataModule({"kind": "maps", "cache_dir": str(tmp_path)}, GraphConfig())
     with pytest.raises(ValueError, match="data.test is not set"):
         dm.source("test")
+
+
+def test_real_poses_come_from_data_poses_and_its_absence_is_explained(tmp_path, dev_poses):
+    data = {"kind": "poses", "root": str(tmp_path / "data"), "cache_dir": str(tmp_path),
+            "synthetic": {"num_train": 4, "num_val": 2, "num_test": 2}}
+    with pytest.raises(DatasetError, match="add data.poses="):
+        PoseGraphDataModule(data, GraphConfig(), progress=False).source("test")
+    with pytest.raises(DatasetError, match="data.poses=nope.json: no such file"):
+        PoseGraphDataModule({**data, "poses": "nope.json"}, GraphConfig(),
+                            progress=False).source("test")
+    dm = PoseGraphDataModule({**data, "poses": str(dev_poses)}, GraphConfig(), progress=False)
+    ids = {split: set(dm.source(split)[1]) for split in ("train", "val", "test")}
+    assert [len(ids[s]) for s in ("train", "val", "test")] == [4, 2, 2]
+    assert not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
 
 
 def test_max_filter_equals_max_pooling():

@@ -18,7 +18,7 @@ from torch_geometric.loader import DataLoader
 
 from posegnn.data.cache import cached_graphs, load_cached_graphs
 from posegnn.data.graph import AddEdges, GraphConfig
-from posegnn.data.maps import MAX_MAP_MIB, PoseMapsDataset
+from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.io import file_lock
@@ -37,7 +37,6 @@ class SyntheticSplits:
     seed: int = 0
     crowd: str = "mixed"
     layout: str = "crowdpose14"
-    poses: str | None = None  # draw people from this COCO keypoint file (split by image)
     noise: DetectorNoise = field(default_factory=DetectorNoise)
     # the training split's detector varies per image within these ranges (see
     # SyntheticConfig.noise_ranges); validation and test keep ``noise``
@@ -48,7 +47,10 @@ class SyntheticSplits:
 class DataConfig:
     """Where graphs come from (``kind``), where they are cached, and how they are loaded."""
 
-    kind: str = "synthetic"  # synthetic | maps
+    kind: str = "synthetic"  # synthetic | poses (synthetic maps over real poses) | maps
+    # draw the people from this CrowdPose/COCO keypoint file, split by image, instead of
+    # generating them; kind=poses (data=crowdpose_poses) requires it
+    poses: str | None = None
     root: str = "outputs/data"  # generated datasets live here
     cache_dir: str = "outputs/cache"
     synthetic: SyntheticSplits = field(default_factory=SyntheticSplits)
@@ -136,9 +138,10 @@ class PoseGraphDataModule(L.LightningDataModule):
     """Graphs of keypoint candidates for training and evaluating edge classifiers.
 
     ``data.kind=synthetic`` generates train/val/test datasets under ``data.root`` when
-    missing; ``data.kind=maps`` reads the ``data.train/val/test`` directories (val split
-    off train when absent). ``prepare_data`` builds and caches graphs; ``setup`` loads
-    them and computes the training split's feature statistics.
+    missing (``kind=poses``: over the people of ``data.poses``); ``data.kind=maps`` reads
+    the ``data.train/val/test`` directories (val split off train when absent).
+    ``prepare_data`` builds and caches graphs; ``setup`` loads them and computes the
+    training split's feature statistics.
     """
 
     def __init__(self, data: DataConfig | dict, graph: GraphConfig | dict,
@@ -162,9 +165,12 @@ class PoseGraphDataModule(L.LightningDataModule):
         n = {"train": syn.num_train, "val": syn.num_val, "test": syn.num_test}[split]
         offset = SPLITS.index(split)
         spec = SyntheticConfig(num_images=n, seed=syn.seed * 1000 + offset, crowd=syn.crowd,
-                               layout=syn.layout, poses=syn.poses, noise=syn.noise,
+                               layout=syn.layout, poses=self.cfg.poses, noise=syn.noise,
                                noise_ranges=syn.noise_ranges if split == "train" else {})
-        ids = self._pose_file_split(split) if syn.poses else None
+        if self.cfg.kind == "poses" and not self.cfg.poses:
+            raise DatasetError("data=crowdpose_poses draws its people from a CrowdPose or COCO "
+                               "keypoint file: add data.poses=/path/to/crowdpose_val.json")
+        ids = self._pose_file_split(split) if self.cfg.poses else None
         if ids is not None:
             spec.seed = syn.seed  # one detector world; the images differ per split
         key = hashlib.sha256(json.dumps([asdict(spec), ids], sort_keys=True, default=str)
@@ -179,7 +185,10 @@ class PoseGraphDataModule(L.LightningDataModule):
     def _pose_file_split(self, split: str) -> list[int]:
         """Image ids of a split of the poses file: test first, then val, then train."""
         syn = self.cfg.synthetic
-        with open(syn.poses, encoding="utf-8") as f:
+        if not Path(self.cfg.poses).is_file():
+            raise DatasetError(f"data.poses={self.cfg.poses}: no such file (give a CrowdPose "
+                               "or COCO keypoint annotation file)")
+        with open(self.cfg.poses, encoding="utf-8") as f:
             ids = [int(img["id"]) for img in json.load(f)["images"]]
         order = [ids[i] for i in np.random.default_rng(self.cfg.split_seed).permutation(len(ids))]
         bounds = {"test": (0, syn.num_test), "val": (syn.num_test, syn.num_test + syn.num_val),
@@ -187,20 +196,22 @@ class PoseGraphDataModule(L.LightningDataModule):
                             syn.num_test + syn.num_val + syn.num_train)}[split]
         chosen = order[bounds[0]:bounds[1]]
         if not chosen:
-            raise ValueError(f"{syn.poses}: {len(ids)} images leave none for the {split} split")
+            raise ValueError(f"{self.cfg.poses}: {len(ids)} images leave none for the {split} "
+                             "split")
         return sorted(chosen)
 
     def source(self, split: str) -> tuple[PoseMapsDataset, list[int]]:
         """The dataset and image ids of a split."""
         if split in self._sources:
             return self._sources[split]
-        if self.cfg.kind == "synthetic":
+        if self.cfg.kind in ("synthetic", "poses"):
             ds = self._open(self._synthetic_dir(split))
             self._sources[split] = (ds, list(ds.image_ids))
         elif self.cfg.kind == "maps":
             self._sources[split] = self._maps_source(split)
         else:
-            raise ValueError(f"data.kind must be 'synthetic' or 'maps', got {self.cfg.kind!r}")
+            raise ValueError(f"data.kind must be 'synthetic', 'poses' or 'maps', got "
+                             f"{self.cfg.kind!r}")
         return self._sources[split]
 
     def _maps_source(self, split: str) -> tuple[PoseMapsDataset, list[int]]:
