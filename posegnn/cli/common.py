@@ -60,9 +60,13 @@ def hydra_run_info() -> tuple[Path, list[str], str | None]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), sweep
 
 
-def prepare_runtime(cfg) -> None:
-    """Set torch's CPU threads from ``cfg.threads`` and silence warnings that say
-    nothing actionable on a CPU-only machine."""
+def prepare_runtime(cfg, prog: str) -> None:
+    """Check every setting against its schema (closed sets of values included: building
+    the dataclasses runs their checks), before any data work; set torch's CPU threads
+    from ``cfg.threads`` and silence warnings that say nothing actionable on a CPU-only
+    machine. A setting out of its allowed set is one line from ``prog``."""
+    with user_errors(prog):
+        OmegaConf.to_object(cfg)
     import torch
 
     torch.set_num_threads(max(int(cfg.threads), 1))
@@ -79,10 +83,11 @@ def full_traceback_wanted() -> bool:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from posegnn.checkpoints import SettingsMismatch
+    from posegnn.choices import SettingError
     from posegnn.data.maps import DatasetError
     from posegnn.io import WriteError
 
-    return DatasetError, SettingsMismatch, FileNotFoundError, WriteError
+    return DatasetError, SettingsMismatch, FileNotFoundError, WriteError, SettingError
 
 
 @contextmanager

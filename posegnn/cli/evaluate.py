@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     from posegnn.evaluate import evaluate
 
-    prepare_runtime(cfg)
+    prepare_runtime(cfg, "posegnn-eval")
     out_dir, _, _ = hydra_run_info()
     with user_errors("posegnn-eval"):
         evaluate(cfg, out_dir)

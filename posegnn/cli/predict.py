@@ -13,7 +13,7 @@ from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_e
 def main(cfg: DictConfig) -> None:
     from posegnn.predict import predict
 
-    prepare_runtime(cfg)
+    prepare_runtime(cfg, "posegnn-predict")
     if cfg.method == "oracle":
         raise SystemExit("posegnn-predict: the oracle grouping needs ground truth; "
                          "use posegnn-eval")

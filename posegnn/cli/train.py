@@ -12,7 +12,7 @@ from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_e
 def main(cfg: DictConfig) -> float | None:
     from posegnn.train import train
 
-    prepare_runtime(cfg)
+    prepare_runtime(cfg, "posegnn-train")
     out_dir, overrides, sweep = hydra_run_info()
     with user_errors("posegnn-train"):
         metrics = train(cfg, out_dir, overrides, sweep)

@@ -16,15 +16,20 @@ from torch.utils.data import Dataset, Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from posegnn.choices import one_of
 from posegnn.data.cache import cached_graphs, load_cached_graphs
 from posegnn.data.graph import AddEdges, GraphConfig
 from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+from posegnn.data.synthetic.scene import LEVEL_SPECS
 from posegnn.io import file_lock
+from posegnn.layouts import LAYOUTS
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+DATA_KINDS = ("synthetic", "poses", "maps")
+CROWDS = (*LEVEL_SPECS, "mixed")
 
 
 @dataclass
@@ -41,6 +46,10 @@ class SyntheticSplits:
     # the training split's detector varies per image within these ranges (see
     # SyntheticConfig.noise_ranges); validation and test keep ``noise``
     noise_ranges: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        one_of("data.synthetic.crowd", self.crowd, CROWDS)
+        one_of("data.synthetic.layout", self.layout, LAYOUTS)
 
 
 @dataclass
@@ -66,6 +75,9 @@ class DataConfig:
     max_map_mib: float = MAX_MAP_MIB  # largest accepted maps of one image, as float32
     batch_size: int = 8
     num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        one_of("data.kind", self.kind, DATA_KINDS)
 
 
 class EpochShuffle(Sampler[int]):
@@ -207,11 +219,8 @@ class PoseGraphDataModule(L.LightningDataModule):
         if self.cfg.kind in ("synthetic", "poses"):
             ds = self._open(self._synthetic_dir(split))
             self._sources[split] = (ds, list(ds.image_ids))
-        elif self.cfg.kind == "maps":
+        else:  # maps
             self._sources[split] = self._maps_source(split)
-        else:
-            raise ValueError(f"data.kind must be 'synthetic', 'poses' or 'maps', got "
-                             f"{self.cfg.kind!r}")
         return self._sources[split]
 
     def _maps_source(self, split: str) -> tuple[PoseMapsDataset, list[int]]:

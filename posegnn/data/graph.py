@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from posegnn.choices import one_of
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
 from posegnn.data.maps import ImageMaps
 from posegnn.layouts import Layout
@@ -72,12 +73,8 @@ class GraphConfig:
             self.features = FeatureConfig(**self.features)
         if isinstance(self.edges, dict):
             self.edges = EdgeConfig(**self.edges)
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"graph.normalization must be one of {NORMALIZATIONS}, "
-                             f"got {self.normalization!r}")
-        if self.edges.strategy not in EDGE_STRATEGIES:
-            raise ValueError(f"graph.edges.strategy must be one of {EDGE_STRATEGIES}, "
-                             f"got {self.edges.strategy!r}")
+        one_of("graph.normalization", self.normalization, NORMALIZATIONS)
+        one_of("graph.edges.strategy", self.edges.strategy, EDGE_STRATEGIES)
         if self.edges.partners < 1 or self.edges.partner_scale <= 0:
             raise ValueError("graph.edges.partners must be >= 1 and graph.edges.partner_scale "
                              f"> 0, got {self.edges.partners} and {self.edges.partner_scale}")

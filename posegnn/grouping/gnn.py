@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posegnn.choices import SettingError, one_of
 from posegnn.grouping.base import Grouping, heat_score, people_from_assignment
 from posegnn.grouping.parallel_moves import parallel_moves_decode
 from posegnn.layouts import Layout
@@ -40,6 +41,7 @@ from posegnn.types import Candidates, People
 EPS_PROB = 1e-6
 LINKAGES = ("mean", "min", "max")
 DECODERS = ("greedy", "local_moves", "parallel_moves")
+SCORES = ("heat_x_prob", "heat")
 
 
 def logit(p: np.ndarray | float) -> np.ndarray:
@@ -235,6 +237,17 @@ class GNNGroupingConfig:
     score: str = "heat_x_prob"  # person score: heat_x_prob | heat
     max_moves: int | None = None  # local_moves: stop after this many moves
 
+    def __post_init__(self) -> None:
+        one_of("grouping.gnn.decoder", self.decoder, DECODERS)
+        one_of("grouping.gnn.linkage", self.linkage, LINKAGES)
+        one_of("grouping.gnn.score", self.score, SCORES)
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise SettingError(f"grouping.gnn.threshold={self.threshold} must lie strictly "
+                               "between 0 and 1")
+        if self.decoder == "parallel_moves" and self.unknown_prob is not None:
+            raise SettingError("grouping.gnn.unknown_prob needs a dense decoder (greedy or "
+                               "local_moves)")
+
 
 _GNN = GNNGroupingConfig()
 
@@ -255,16 +268,9 @@ class GNNGrouping(Grouping):
                  min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
                  max_moves: int | None = _GNN.max_moves) -> None:
         super().__init__(layout, num_joints, min_keypoints)
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder {decoder!r}: choose one of {DECODERS}")
-        if linkage not in LINKAGES:
-            raise ValueError(f"linkage {linkage!r}: choose one of {LINKAGES}")
-        if score not in ("heat_x_prob", "heat"):
-            raise ValueError(f"score {score!r}: choose 'heat_x_prob' or 'heat'")
-        if decoder == "parallel_moves" and unknown_prob is not None:
-            raise ValueError("unknown_prob needs a dense decoder (greedy or local_moves)")
-        if not 0.0 < float(threshold) < 1.0:
-            raise ValueError(f"threshold {threshold} must lie strictly between 0 and 1")
+        GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
+                          unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
+                          max_moves=max_moves)  # checks every setting
         self.threshold = float(threshold)
         self.decoder = decoder
         self.linkage = linkage

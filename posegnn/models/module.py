@@ -17,9 +17,12 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
+from posegnn.choices import one_of
 from posegnn.models.network import EdgeGNN, ModelConfig
 
 STAGES = ("train", "val", "test")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
 
 
 @dataclass
@@ -29,6 +32,9 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd
     nesterov: bool = False  # sgd
+
+    def __post_init__(self) -> None:
+        one_of("optimizer.name", self.name, OPTIMIZERS)
 
 
 @dataclass
@@ -40,6 +46,10 @@ class SchedulerConfig:
     patience: int = 3  # plateau
     monitor: str = "val/loss"  # plateau: the metric it watches (val/gnn/AP with mode=max)
     mode: str = "min"  # plateau: min | max
+
+    def __post_init__(self) -> None:
+        one_of("scheduler.name", self.name, SCHEDULERS)
+        one_of("scheduler.mode", self.mode, ("min", "max"))
 
 
 @dataclass
@@ -145,11 +155,9 @@ class PosegnnModule(L.LightningModule):
             opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         elif o.name == "adamw":
             opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.name == "sgd":
+        else:  # sgd (OptimizerConfig allows no other)
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                   weight_decay=o.weight_decay)
-        else:
-            raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {o.name!r}")
         sched = self._scheduler(opt)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
@@ -167,8 +175,7 @@ class PosegnnModule(L.LightningModule):
             return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warm])
         if s.name == "step":
             return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
-        if s.name == "plateau":
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=s.mode, factor=s.gamma,
-                                                                 patience=s.patience)
-            return {"scheduler": plateau, "monitor": s.monitor}
-        raise ValueError(f"scheduler.name must be none, cosine, step or plateau, got {s.name!r}")
+        # plateau (SchedulerConfig allows no other)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=s.mode, factor=s.gamma,
+                                                             patience=s.patience)
+        return {"scheduler": plateau, "monitor": s.monitor}

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from posegnn.models.layers import ConvLayer, eval_weights, fold_batchnorm, mlp_block
+from posegnn.choices import one_of
+from posegnn.models.layers import CONVS, ConvLayer, eval_weights, fold_batchnorm, mlp_block
 
 PAIR_MODES = ("concat", "symmetric")
 
@@ -29,6 +30,10 @@ class ModelConfig:
     # rounds of refinement: each re-classifies every pair after pooling, for each vertex,
     # the embeddings of the candidates the previous round put in its person
     refine: int = 0
+
+    def __post_init__(self) -> None:
+        one_of("model.conv", self.conv, CONVS)
+        one_of("model.pair", self.pair, PAIR_MODES)
 
 
 class VertexEncoder(nn.Module):
@@ -57,8 +62,6 @@ class EdgeClassifier(nn.Module):
     def __init__(self, cfg: ModelConfig, emb_dim: int, edge_dim: int,
                  extra_dim: int = 0) -> None:
         super().__init__()
-        if cfg.pair not in PAIR_MODES:
-            raise ValueError(f"model.pair must be one of {PAIR_MODES}, got {cfg.pair!r}")
         self.pair, self.use_attr = cfg.pair, cfg.classifier_edge_attr
         self.emb_dim, self.edge_dim, self.extra_dim = emb_dim, edge_dim, extra_dim
         in_dim = emb_dim * (3 if cfg.pair == "symmetric" else 2) + extra_dim
