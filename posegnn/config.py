@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
-from posegnn.data.synthetic import DetectorNoise
+from posegnn.data.synthetic import SyntheticConfig
 from posegnn.grouping.ae import AEGroupingConfig
 from posegnn.grouping.gnn import GNNGroupingConfig
 from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
@@ -160,17 +160,12 @@ class PredictConfig(RunConfig):
 
 
 @dataclass
-class GenerateConfig:
-    """``posegnn-generate``: write a synthetic pose-maps dataset."""
+class GenerateConfig(SyntheticConfig):
+    """``posegnn-generate``: write a synthetic pose-maps dataset (every setting of
+    :class:`SyntheticConfig`, its detector and map sizes included)."""
 
     out: str | None = None
-    num_images: int = 200
-    seed: int = 0
-    crowd: str = "mixed"
-    layout: str = "crowdpose14"
-    poses: str | None = None
     overwrite: bool = False
-    noise: DetectorNoise = field(default_factory=DetectorNoise)
 
 
 def register_schemas() -> None:

@@ -39,9 +39,9 @@ class SyntheticSplits:
     num_train: int = 1000
     num_val: int = 60
     num_test: int = 500
-    seed: int = 0
-    crowd: str = "mixed"
-    layout: str = "crowdpose14"
+    seed: int = SyntheticConfig.seed
+    crowd: str = SyntheticConfig.crowd
+    layout: str = SyntheticConfig.layout
     noise: DetectorNoise = field(default_factory=DetectorNoise)
     # the training split's detector varies per image within these ranges (see
     # SyntheticConfig.noise_ranges); validation and test keep ``noise``

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from scipy import ndimage
 
+from posegnn.choices import SettingError, one_of
 from posegnn.layouts import Layout
 
 from .scene import Scene, region_distance
@@ -52,11 +53,9 @@ def check_noise_ranges(ranges: dict[str, list[float]]) -> None:
     ``[low, high]`` pair with low <= high."""
     allowed = sorted({f.name for f in fields(DetectorNoise)} | {RESOLUTION})
     for name, bounds in ranges.items():
-        if name not in allowed:
-            raise ValueError(f"noise_ranges: unknown setting {name!r}; allowed: "
-                             f"{', '.join(allowed)}")
+        one_of("noise_ranges", name, allowed)
         if len(bounds) != 2 or not bounds[0] <= bounds[1]:
-            raise ValueError(f"noise_ranges.{name}={list(bounds)}: expected [low, high] with "
+            raise SettingError(f"noise_ranges.{name}={list(bounds)}: expected [low, high] with "
                              "low <= high")
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from posegnn.choices import one_of
 from posegnn.io import current_umask
-from posegnn.layouts import Layout, get_layout
+from posegnn.layouts import LAYOUTS, Layout, get_layout
 
 from .detector import (
     RESOLUTION,
@@ -131,8 +132,8 @@ class _Real:
 def _check_config(cfg: SyntheticConfig) -> None:
     if cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed}: must be >= 0")
-    if cfg.crowd not in (*LEVEL_SPECS, "mixed"):
-        raise ValueError(f"crowd={cfg.crowd!r}: expected easy, medium, hard, mixed or packed")
+    one_of("crowd", cfg.crowd, (*LEVEL_SPECS, "mixed"))
+    one_of("layout", cfg.layout, LAYOUTS)
     if min(cfg.input_size, cfg.heatmap_size, cfg.tag_size) <= 0:
         raise ValueError("input_size, heatmap_size and tag_size must be positive")
     check_noise_ranges(cfg.noise_ranges)
