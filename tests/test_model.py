@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
+from torch_geometric.transforms import BaseTransform
 
 from posegnn.checkpoints import check_graph_compatible, load_module
 from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
 from posegnn.data.maps import PoseMapsDataset
 from posegnn.layouts import CROWDPOSE14
-from posegnn.models.layers import CONVS
+from posegnn.models.layers import CONVS, EdgeConvAttr, mlp_block
 from posegnn.models.module import PosegnnModule
 
 
@@ -179,3 +180,21 @@ def test_factorized_eval_forward_equals_the_definition(graphs, tmp_path):
         message = conv.nn(torch.cat([h[dst], h[src] - h[dst], batch.edge_attr], dim=1))
         expected = scatter(message, dst, 0, dim_size=len(h), reduce="max")
         assert torch.allclose(conv(h, batch.edge_index, batch.edge_attr), expected, atol=1e-5)
+
+
+def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
+    layer = EdgeConvAttr(mlp_block(2 * 4 + 3, 8), in_dim=4).eval()
+    assert repr(layer).startswith("EdgeConvAttr(nn=Sequential(") and "in_dim=4" in repr(layer)
+    x, e = torch.randn(5, 4), torch.randn(6, 3)
+    edges = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 2]])
+    with torch.no_grad():
+        before = layer(x, edges, e)
+        layer.reset_parameters()  # new weights, and the eval-mode cache follows them
+        after = layer(x, edges, e)
+    assert not torch.allclose(before, after)
+    transform = AddEdges(CROWDPOSE14, GraphConfig().edges)
+    assert isinstance(transform, BaseTransform) and "crowdpose14" in repr(transform)
+    ds = PoseMapsDataset(small_dataset)
+    vertices = build_vertices(ds.load_maps(ds.image_ids[0]), ds.layout, GraphConfig())
+    with_edges = transform(vertices)
+    assert "edge_index" in with_edges and "edge_index" not in vertices  # input untouched

@@ -7,12 +7,12 @@ candidates match the same ground-truth person.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
 
 from posegnn.choices import one_of
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
@@ -286,7 +286,7 @@ def build_vertices(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
                 num_nodes=n)
 
 
-class AddEdges:
+class AddEdges(BaseTransform):
     """PyG transform: scored pairs, message-passing edges, edge attributes and labels.
 
     Adds ``pair_index`` [2, M] (each unordered pair once), ``edge_index`` [2, 2M] (both
@@ -298,8 +298,8 @@ class AddEdges:
         self.layout, self.cfg = layout, cfg
         self.limbs = torch.from_numpy(layout.limb_matrix())  # once, not per graph
 
-    def __call__(self, data: Data) -> Data:
-        data = copy.copy(data)  # new attributes only: the vertex tensors are shared
+    def forward(self, data: Data) -> Data:
+        # BaseTransform hands over a shallow copy: the vertex tensors are shared, not cloned
         long_side = float(data.long_side)
         pairs = candidate_pairs(data.pos, data.joint, long_side, self.limbs, self.cfg,
                                 data.tag)
@@ -312,3 +312,6 @@ class AddEdges:
         pi, pj = data.person[pairs[0]], data.person[pairs[1]]
         data.y = ((pi == pj) & (pi >= 0)).float()
         return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.layout.name}, {self.cfg})"

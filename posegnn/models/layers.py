@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import EdgeConv, GATv2Conv, GINEConv, MessagePassing, TransformerConv
+from torch_geometric.nn.inits import reset
 
 CONVS = ("edgeconv", "edgeconv_attr", "gatv2", "gine", "transformer")
 
@@ -49,10 +50,20 @@ class EdgeConvAttr(MessagePassing):
     ``relu(A x_i + max_j (B x_j + C e_ij))``: nothing but ``B x_j + C e_ij`` per edge.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggr: str = "max") -> None:
+    def __init__(self, nn: nn.Sequential, in_dim: int, aggr: str = "max") -> None:
+        """``nn``: Linear over ``[x_i, x_j - x_i, e_ij]`` then BatchNorm1d and ReLU
+        (:func:`mlp_block`); ``in_dim``: the width of ``x``."""
         super().__init__(aggr=aggr)
         self.in_dim = in_dim
-        self.nn = mlp_block(2 * in_dim + edge_dim, out_dim)
+        self.nn = nn
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        reset(self.nn)
+        self.__dict__.pop("_eval_weight_cache", None)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(nn={self.nn}, in_dim={self.in_dim})"
 
     def _split(self, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(A, B, C) of a weight over ``[x_i, x_j - x_i, e_ij]``."""
@@ -95,7 +106,7 @@ class ConvLayer(nn.Module):
         if kind == "edgeconv":
             self.conv = EdgeConv(mlp_block(2 * in_dim, out_dim), aggr=aggr)
         elif kind == "edgeconv_attr":
-            self.conv = EdgeConvAttr(in_dim, out_dim, edge_dim, aggr=aggr)
+            self.conv = EdgeConvAttr(mlp_block(2 * in_dim + edge_dim, out_dim), in_dim, aggr=aggr)
         elif kind == "gine":
             self.conv = GINEConv(mlp_block(in_dim, out_dim), edge_dim=edge_dim, train_eps=True)
         elif kind in ("gatv2", "transformer"):
