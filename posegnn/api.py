@@ -60,7 +60,7 @@ def read_dataset(path: str | Path, **kwargs) -> PoseMapsDataset:
 def datamodule(overrides: Sequence[str] = (), progress: bool = False) -> PoseGraphDataModule:
     """The DataModule ``posegnn-train`` would build with these overrides, with its graphs
     built (or read from the cache) and loaded: ``dm.dataset("train")[0]`` is one graph."""
-    from posegnn.train import build_datamodule
+    from posegnn.tasks.train import build_datamodule
 
     dm = build_datamodule(compose("train", overrides), progress=progress)
     dm.prepare_data()
@@ -81,7 +81,7 @@ class RunResult:
 def train(overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> RunResult:
     """Run ``posegnn-train`` with these overrides in this process. ``out_dir`` defaults to
     ``<paths.output_dir>/train/<time>``, as on the command line."""
-    from posegnn.train import train as train_job
+    from posegnn.tasks.train import train as train_job
 
     cfg = compose("train", overrides)
     if out_dir is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from posegnn.callbacks import RUN_SETTINGS
+from posegnn.callbacks.checkpoint import RUN_SETTINGS
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
 from posegnn.models.module import PosegnnModule

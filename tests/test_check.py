@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posegnn.check import check_dataset
 from posegnn.cli.check import main
+from posegnn.tasks.check import check_dataset
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from posegnn.checkpoints import load_module
 from posegnn.config import CONF_DIR, register_schemas
 from posegnn.evaluation.runner import evaluate_groupings
-from posegnn.train import build_datamodule
+from posegnn.tasks.train import build_datamodule
 
 TRAIN = str(Path(sys.executable).with_name("posegnn-train"))
 register_schemas()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-import posegnn.train as train_module
+import posegnn.tasks.train as train_module
 from posegnn.config import CONF_DIR, register_schemas
 from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
 from posegnn.data.maps import PoseMapsDataset

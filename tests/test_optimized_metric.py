@@ -12,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from posegnn.config import CONF_DIR, register_schemas
-from posegnn.train import train
+from posegnn.tasks.train import train
 from tests.conftest import tiny_train_overrides
 
 TRAIN = str(Path(sys.executable).with_name("posegnn-train"))

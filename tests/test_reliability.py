@@ -19,7 +19,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch_geometric.data import Batch
 
-import posegnn.train
+import posegnn.tasks.train
+from posegnn.callbacks.preemption import Preempted
 from posegnn.config import CONF_DIR, register_schemas
 from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
 from posegnn.data.maps import ImageMaps, PoseMapsDataset
@@ -29,9 +30,8 @@ from posegnn.evaluation.runner import candidates_of
 from posegnn.grouping import build_grouping
 from posegnn.layouts import CROWDPOSE14
 from posegnn.models.module import PosegnnModule
-from posegnn.preemption import Preempted
 from posegnn.report import build_report
-from posegnn.train import train
+from posegnn.tasks.train import train
 from tests.conftest import tiny_train_overrides
 
 ENV = {**os.environ, "WANDB_MODE": "offline"}
@@ -204,8 +204,8 @@ def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
         tmp_path, monkeypatch, signum, uninterrupted):
     overrides, full = uninterrupted
     stop_at = 4  # 12 images in batches of 4: the second batch of epoch 1
-    build = posegnn.train.build_callbacks
-    monkeypatch.setattr(posegnn.train, "build_callbacks",
+    build = posegnn.tasks.train.build_callbacks
+    monkeypatch.setattr(posegnn.tasks.train, "build_callbacks",
                         lambda *a: [*build(*a), _SignalsAt({stop_at: signum})])
     run = tmp_path / "preempted"
     with pytest.raises(Preempted) as stopped:
@@ -215,7 +215,7 @@ def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
     state = torch.load(stopped.value.checkpoint, weights_only=True)
     assert state["global_step"] == stop_at and state["epoch"] == 1  # saved mid-epoch
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # no handler left behind
-    monkeypatch.setattr(posegnn.train, "build_callbacks", build)
+    monkeypatch.setattr(posegnn.tasks.train, "build_callbacks", build)
     resumed_overrides = [*overrides, f"ckpt_path={stopped.value.checkpoint}"]
     _assert_same_result(train(_compose(*resumed_overrides), run, resumed_overrides), full)
 
@@ -232,16 +232,16 @@ def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
                        ("SLURM_JOB_NAME", "posegnn"), ("SLURM_NODELIST", "node1"),
                        ("SLURM_PROCID", "0"), ("SLURM_LOCALID", "0")):
         monkeypatch.setenv(key, value)
-    build = posegnn.train.build_callbacks
+    build = posegnn.tasks.train.build_callbacks
     # SLURM warns (SIGUSR1) during epoch 1, then stops the job (SIGTERM) a batch later
-    monkeypatch.setattr(posegnn.train, "build_callbacks", lambda *a: [
+    monkeypatch.setattr(posegnn.tasks.train, "build_callbacks", lambda *a: [
         *build(*a), _SignalsAt({4: signal.SIGUSR1, 5: signal.SIGTERM})])
     run = tmp_path / "job-4242"
     with pytest.raises(Preempted):
         train(_compose(*overrides), run, overrides)
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     assert (run / "hpc_ckpt_1.ckpt").is_file()
-    monkeypatch.setattr(posegnn.train, "build_callbacks", build)
+    monkeypatch.setattr(posegnn.tasks.train, "build_callbacks", build)
     with caplog.at_level("INFO"):
         requeued = train(_compose(*overrides), run, overrides)  # same folder, no ckpt_path
     assert f"Restoring states from the checkpoint path at {run / 'hpc_ckpt_1.ckpt'}" \

@@ -377,8 +377,9 @@ def test_noise_ranges_vary_the_detector_per_image(tmp_path):
     assert {a["heatmaps"].shape[1] for a in fixed_maps.values()} == {256}
 
 
-@pytest.mark.parametrize("ranges, message", [({"tag_nose": [0, 1]}, "is not one of: confusion_range"),
-                                             ({"tag_noise": [0.5, 0.1]}, "low <= high")])
+@pytest.mark.parametrize("ranges, message", [
+    ({"tag_nose": [0, 1]}, "is not one of: confusion_range"),
+    ({"tag_noise": [0.5, 0.1]}, "low <= high")])
 def test_bad_noise_ranges_are_refused(tmp_path, ranges, message):
     with pytest.raises(ValueError, match=message):
         gen(tmp_path, "bad", noise_ranges=ranges)

@@ -11,8 +11,8 @@ import pytest
 
 from posegnn import api
 from posegnn.data.maps import DatasetError, PoseMapsDataset
-from posegnn.evaluate import evaluate
-from posegnn.predict import predict
+from posegnn.tasks.evaluate import evaluate
+from posegnn.tasks.predict import predict
 from posegnn.writer import PoseMapsWriter, affine_from_center_scale
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "real_networks.md"

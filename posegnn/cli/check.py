@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(HYDRA_FULL_ERROR=1 does the same)")
     args = parser.parse_args(argv)
 
-    from posegnn.check import check_dataset, format_result
+    from posegnn.tasks.check import check_dataset, format_result
 
     sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else None
     result = check_dataset(args.dataset, sigmas,

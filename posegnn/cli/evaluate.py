@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from posegnn.evaluate import evaluate
+    from posegnn.tasks.evaluate import evaluate
 
     prepare_runtime(cfg, "posegnn-eval")
     out_dir, _, _ = hydra_run_info()

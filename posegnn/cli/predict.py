@@ -11,7 +11,7 @@ from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_e
 
 @hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from posegnn.predict import predict
+    from posegnn.tasks.predict import predict
 
     prepare_runtime(cfg, "posegnn-predict")
     if cfg.method == "oracle":

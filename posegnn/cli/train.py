@@ -10,7 +10,7 @@ from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_e
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from posegnn.train import train
+    from posegnn.tasks.train import train
 
     prepare_runtime(cfg, "posegnn-train")
     out_dir, overrides, sweep = hydra_run_info()

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from posegnn.hydra_callbacks import STATUS_FILE
+from posegnn.callbacks.job_status import STATUS_FILE
 
 
 # -- reading a sweep ----------------------------------------------------------------------

@@ -1,18 +1,13 @@
-"""Training callbacks: grouping AP on the validation split, and the run's settings in
-every checkpoint (what a resume is checked against)."""
+"""Grouping AP on the validation split during training, so that runs sort by AP."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posegnn.data.datamodule import GraphList
 from posegnn.evaluation.runner import evaluate_groupings
 
 AP_KEYS = ("AP", "AP50", "AP75", "AP_hard")
-RUN_SETTINGS = "posegnn_run"  # the checkpoint entry written by RunSettings
 
 
 class ValGroupingAP(L.Callback):
@@ -73,38 +68,3 @@ class ValGroupingAP(L.Callback):
             self._reference = evaluate_groupings(gt, dm.layout, subset, ref_cfg, prefix="val")
         return {k: float(v) for k, v in {**metrics, **self._reference}.items()
                 if k.rsplit("/", 1)[-1] in AP_KEYS}
-
-
-class RunSettings(L.Callback):
-    """Store the run's data and graph settings in every checkpoint (plain values only),
-    so that a resume can refuse other data, naming what differs."""
-
-    def __init__(self, data: dict, graph: dict) -> None:
-        self.settings = {"data": data, "graph": graph}
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict) -> None:
-        checkpoint[RUN_SETTINGS] = self.settings
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, which a resumed run also uses in a run folder that was
-    moved or copied since: the stored best, top-k and last paths are moved along with it
-    (Lightning would drop them and write ``last-v1.ckpt`` beside ``last.ckpt``)."""
-
-    @property
-    def state_key(self) -> str:  # the key plain ModelCheckpoint uses, for older checkpoints
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        old = state_dict.get("dirpath")
-        if old and self.dirpath and old != self.dirpath:
-            def moved(value):
-                if isinstance(value, str) and value and Path(value).parent == Path(old):
-                    return str(Path(self.dirpath) / Path(value).name)
-                return value
-
-            state_dict = {k: ({moved(p): s for p, s in v.items()} if isinstance(v, dict)
-                              else moved(v)) for k, v in state_dict.items()}
-            state_dict["dirpath"] = self.dirpath
-        super().load_state_dict(state_dict)

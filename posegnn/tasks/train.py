@@ -13,15 +13,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
-from posegnn.callbacks import RunCheckpoint, RunSettings, ValGroupingAP
+from posegnn.callbacks.checkpoint import RunCheckpoint, RunSettings
+from posegnn.callbacks.figures import PredictionFigures
+from posegnn.callbacks.preemption import Preempted, SaveOnPreemption
+from posegnn.callbacks.val_ap import ValGroupingAP
 from posegnn.checkpoints import check_graph_compatible, check_resume, load_module, resume_state
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
 from posegnn.models.module import PosegnnModule
-from posegnn.preemption import Preempted, SaveOnPreemption
-from posegnn.visual_callback import PredictionFigures
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The jobs behind the command-line entry points: train, evaluate, predict, check."""
