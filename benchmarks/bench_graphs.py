@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from posegnn.data.cache import build_graphs, cached_graphs, load_graphs
-from posegnn.data.datamodule import GraphList
-from posegnn.data.graph import AddEdges, GraphConfig
+from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import SyntheticConfig, generate_dataset

@@ -240,8 +240,7 @@ def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> No
     import time
 
     from posegnn.data.cache import build_graphs
-    from posegnn.data.datamodule import GraphList
-    from posegnn.data.graph import AddEdges, GraphConfig
+    from posegnn.data.graph import AddEdges, GraphConfig, GraphList
     from posegnn.data.maps import PoseMapsDataset
     from posegnn.evaluation.runner import evaluate_groupings
     from posegnn.models.module import PosegnnModule

@@ -236,7 +236,7 @@ def test_maps_rendered_from_ground_truth_group_perfectly(tmp_path_factory):
     through the whole pipeline (peaks, graphs, groupings, pycocotools)."""
     from dataclasses import replace
 
-    from posegnn.data.datamodule import GraphList
+    from posegnn.data.graph import GraphList
     from posegnn.data.synthetic import SyntheticConfig, generate_dataset
     from posegnn.evaluation.runner import evaluate_groupings
     from tests.conftest import CLEAN

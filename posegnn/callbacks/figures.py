@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from posegnn.data.datamodule import GraphList
+from posegnn.data.graph import GraphList
 from posegnn.evaluation.runner import candidates_of, edge_probabilities
 from posegnn.figures import (
     draw_examples,

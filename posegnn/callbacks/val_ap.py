@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from posegnn.data.datamodule import GraphList
+from posegnn.data.graph import GraphList
 from posegnn.evaluation.runner import evaluate_groupings
 
 AP_KEYS = ("AP", "AP50", "AP75", "AP_hard")

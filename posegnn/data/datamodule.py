@@ -12,13 +12,13 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from posegnn.choices import one_of
 from posegnn.data.cache import cached_graphs, load_cached_graphs
-from posegnn.data.graph import AddEdges, GraphConfig
+from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
@@ -118,19 +118,6 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         if hasattr(self.sampler, "skip"):
             self.sampler.skip = state["samples_done"]
-
-
-class GraphList(Dataset):
-    """Cached vertex graphs with edges added on access."""
-
-    def __init__(self, graphs: list[Data], transform: AddEdges) -> None:
-        self.graphs, self.transform = graphs, transform
-
-    def __len__(self) -> int:
-        return len(self.graphs)
-
-    def __getitem__(self, i: int) -> Data:
-        return self.transform(self.graphs[i])
 
 
 def _to_dataclass(cls, value):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
@@ -315,3 +316,16 @@ class AddEdges(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.layout.name}, {self.cfg})"
+
+
+class GraphList(Dataset):
+    """Cached vertex graphs with edges added on access."""
+
+    def __init__(self, graphs: list[Data], transform: AddEdges) -> None:
+        self.graphs, self.transform = graphs, transform
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, i: int) -> Data:
+        return self.transform(self.graphs[i])

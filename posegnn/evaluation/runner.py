@@ -13,7 +13,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
-from posegnn.data.datamodule import GraphList
+from posegnn.data.graph import GraphList
 from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import build_grouping
 from posegnn.io import write_json

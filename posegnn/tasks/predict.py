@@ -12,8 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posegnn.checkpoints import load_module
 from posegnn.data.cache import build_graphs
-from posegnn.data.datamodule import GraphList
-from posegnn.data.graph import AddEdges, GraphConfig
+from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import DatasetError, PoseMapsDataset
 from posegnn.evaluation.runner import edge_probabilities, group_images
 from posegnn.figures import draw_people, save_figure
