@@ -18,10 +18,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class WriteError(OSError):
-    """A file could not be written; the message names it, and the previous file is kept."""
+    """A file could not be written; the message names it and says whether the previous
+    file was kept."""
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
+
+
+def _write_error(path: Path, err: OSError, kept: bool = False) -> WriteError:
+    note = "; the previous file is kept" if kept else ""
+    return WriteError(err.errno, f"{path}: could not write ({err.strerror or err}){note}")
 
 
 def current_umask() -> int:
@@ -53,9 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     except OSError as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        kept = "; the previous file is kept" if path.exists() else ""
-        raise WriteError(err.errno, f"{path}: could not write ({err.strerror or err}){kept}"
-                         ) from err
+        raise _write_error(path, err, kept=path.exists()) from err
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -92,7 +96,7 @@ def file_lock(path: str | Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(path, "a")  # noqa: SIM115 (closed below)
     except OSError as err:
-        raise WriteError(err.errno, f"{path}: could not write ({err.strerror or err})") from err
+        raise _write_error(path, err) from err
     with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

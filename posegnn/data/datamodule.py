@@ -22,14 +22,13 @@ from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
-from posegnn.data.synthetic.scene import LEVEL_SPECS
+from posegnn.data.synthetic.scene import CROWDS
 from posegnn.io import file_lock
 from posegnn.layouts import LAYOUTS
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 DATA_KINDS = ("synthetic", "poses", "maps")
-CROWDS = (*LEVEL_SPECS, "mixed")
 
 
 @dataclass
@@ -112,8 +111,7 @@ class ResumableLoader(DataLoader):
         self.progress = progress
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": getattr(self.sampler, "epoch", 0),
-                "samples_done": self.progress() * self.batch_size}
+        return {"samples_done": self.progress() * self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if hasattr(self.sampler, "skip"):

@@ -50,45 +50,40 @@ class CheckResult:
         return not self.problems
 
 
+_PER_KEYPOINT = ("write one map per keypoint, in the category's keypoint order (check the "
+                 "layout: crowdpose14 or coco17)")
+# (words that must all appear in a reader's message, lower case; the fix), first match wins
+_FIXES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("not a directory",), "give the dataset's folder: it holds annotations.json and maps/"),
+    ((ANNOTATIONS, "missing"), "write annotations.json in COCO keypoints format (images, "
+     "annotations, categories with keypoint names); posegnn.writer.PoseMapsWriter does"),
+    (("not valid json",),
+     "rewrite the file (a dump killed mid-write?): it must be one JSON object"),
+    (("unreadable npz",), "re-export this file (a dump killed mid-write?), or leave such "
+     "images out with data.skip_bad_maps=true"),
+    (("nan or inf", ".npz"), "the network wrote NaN/inf values: check its output "
+     "(np.nan_to_num hides the cause); data.skip_bad_maps=true leaves such images out"),
+    (("channel-last",), "transpose to [K, H, W]: np.transpose(arr, (2, 0, 1))"),
+    (("dtype",), "save float16 or float32 arrays: arr.astype(np.float32)"),
+    (("name files by id",), "rename each map file to <image id>.npz (no zero padding)"),
+    (("no maps for",), "write maps/<image id>.npz for every image annotations.json lists"),
+    (("does not list",), "list the image in annotations.json, or remove its npz"),
+    (("k=",), _PER_KEYPOINT),
+    (("keypoints but",), _PER_KEYPOINT),
+    (("field of view",), "resize the tag maps to cover the same field of view as the heatmaps"),
+    (("map_to_image",),
+     "write map_to_image as a float [2, 3] affine from heatmap to image pixels"),
+    (("data.max_map_mib",), "downsample the maps, or raise data.max_map_mib"),
+    (("annotation",), "correct this entry (COCO keypoints format); "
+     "data.skip_bad_annotations=true leaves images with broken entries out"),
+)
+
+
 def _fix_for(message: str) -> str:
     """The fix for a reader's message (many already carry one after ';' or in '(...)')."""
     text = message.lower()
-    if "not a directory" in text:
-        return "give the dataset's folder: it holds annotations.json and maps/"
-    if ANNOTATIONS in text and "missing" in text:
-        return ("write annotations.json in COCO keypoints format (images, annotations, "
-                "categories with keypoint names); posegnn.writer.PoseMapsWriter does")
-    if "not valid json" in text:
-        return "rewrite the file (a dump killed mid-write?): it must be one JSON object"
-    if "unreadable npz" in text:
-        return ("re-export this file (a dump killed mid-write?), or leave such images out "
-                "with data.skip_bad_maps=true")
-    if "nan or inf" in text and ".npz" in text:
-        return ("the network wrote NaN/inf values: check its output (np.nan_to_num hides "
-                "the cause); data.skip_bad_maps=true leaves such images out")
-    if "channel-last" in text:
-        return "transpose to [K, H, W]: np.transpose(arr, (2, 0, 1))"
-    if "dtype" in text:
-        return "save float16 or float32 arrays: arr.astype(np.float32)"
-    if "name files by id" in text:
-        return "rename each map file to <image id>.npz (no zero padding)"
-    if "no maps for" in text:
-        return "write maps/<image id>.npz for every image annotations.json lists"
-    if "does not list" in text:
-        return "list the image in annotations.json, or remove its npz"
-    if "k=" in text or "keypoints but" in text:
-        return ("write one map per keypoint, in the category's keypoint order (check the "
-                "layout: crowdpose14 or coco17)")
-    if "field of view" in text:
-        return "resize the tag maps to cover the same field of view as the heatmaps"
-    if "map_to_image" in text:
-        return "write map_to_image as a float [2, 3] affine from heatmap to image pixels"
-    if "data.max_map_mib" in text:
-        return "downsample the maps, or raise data.max_map_mib"
-    if "annotation" in text or ANNOTATIONS in text:
-        return ("correct this entry (COCO keypoints format); data.skip_bad_annotations=true "
-                "leaves images with broken entries out")
-    return "see 'The pose-maps contract' in README.md"
+    return next((fix for words, fix in _FIXES if all(w in text for w in words)),
+                "see docs/dataset_contract.md")
 
 
 def _problem(message: str) -> Problem:

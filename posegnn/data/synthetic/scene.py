@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posegnn.choices import one_of
 from posegnn.layouts import Layout
 
 from . import body
@@ -29,6 +30,7 @@ LEVEL_SPECS = {
     # a stress test, not part of mixed: a stand of about 60 small people
     "packed": dict(people=(55, 70), clusters=(3, 5), size=(0.12, 0.3), spread=0.8),
 }
+CROWDS = (*LEVEL_SPECS, "mixed")  # what a synthetic world's ``crowd`` may be
 MAX_TRIES = 12  # scene draws spent on landing in the level's crowd-index band
 MIN_JOINTS = 3  # people with fewer labeled joints in the image are left out
 SQUARE_SHARE = 0.4  # share of synthetic images at the network's input size (no letterbox)
@@ -249,8 +251,7 @@ def synthetic_scene(rng: np.random.Generator, image_id: int, layout: Layout, cro
     level = crowd
     if crowd == "mixed":
         level = CROWD_LEVELS[rng.choice(len(CROWD_LEVELS), p=MIXED_PROBS)]
-    if level not in LEVEL_SPECS:
-        raise ValueError(f"crowd={crowd!r}: expected one of {[*LEVEL_SPECS, 'mixed']}")
+    one_of("crowd", crowd, CROWDS)
     w, h = sample_image_size(rng, input_size)
     best, best_gap = None, np.inf
     for _ in range(MAX_TRIES):

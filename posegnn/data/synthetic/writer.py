@@ -33,7 +33,7 @@ from .detector import (
     render_maps,
 )
 from .poses import PoseFile
-from .scene import LEVEL_SPECS, Scene, synthetic_scene
+from .scene import CROWDS, Scene, synthetic_scene
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SCENE_STREAM, DETECTOR_STREAM, RANGES_STREAM = 0, 1, 2
@@ -132,7 +132,7 @@ class _Real:
 def _check_config(cfg: SyntheticConfig) -> None:
     if cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed}: must be >= 0")
-    one_of("crowd", cfg.crowd, (*LEVEL_SPECS, "mixed"))
+    one_of("crowd", cfg.crowd, CROWDS)
     one_of("layout", cfg.layout, LAYOUTS)
     if min(cfg.input_size, cfg.heatmap_size, cfg.tag_size) <= 0:
         raise ValueError("input_size, heatmap_size and tag_size must be positive")
