@@ -157,8 +157,10 @@ class Grouper:
         if self.name == "ae":
             return self.grouping.group(cands)
         batch = Batch.from_data_list([graph]).to(self.module.device)
-        prob = self.module.edge_probabilities(batch).cpu().numpy()
-        return self.grouping.group(cands, pair_index=graph.pair_index.numpy(), prob=prob)
+        prob, vertex = self.module.probabilities(batch)
+        return self.grouping.group(cands, pair_index=graph.pair_index.numpy(),
+                                   prob=prob.cpu().numpy(),
+                                   vertex_prob=None if vertex is None else vertex.cpu().numpy())
 
     def __repr__(self) -> str:
         return f"Grouper({self.name}, layout={self.layout.name}, {self.settings})"

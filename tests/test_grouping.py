@@ -10,7 +10,6 @@ from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping, build_grou
 from posegnn.grouping.gnn import (
     dense_probabilities,
     greedy_decode,
-    internal_probability,
     local_moves_decode,
     logit,
     objective,
@@ -404,14 +403,45 @@ def test_parallel_moves_match_local_moves_on_noisy_scenes() -> None:
     assert ours == pytest.approx(dense, rel=0.02)
 
 
-def test_sparse_person_scores_equal_the_dense_ones() -> None:
+def test_person_score_is_heat_times_mean_internal_pair_probability() -> None:
     rng = np.random.default_rng(13)
     cands, person, pair_index, prob = noisy_scene(rng)
-    sparse = GNNGrouping(num_joints=14, decoder="parallel_moves")
-    people = sparse.group(cands, pair_index=pair_index, prob=prob)
-    p, known = dense_probabilities(len(cands), pair_index, prob)
-    expected = people.keypoints[:, :, 2].mean(1) * internal_probability(
-        p, known, people.assignment, len(people))
-    np.testing.assert_allclose(people.scores, expected, rtol=1e-5)
+    for decoder in ("parallel_moves", "local_moves"):
+        people = GNNGrouping(num_joints=14, decoder=decoder).group(
+            cands, pair_index=pair_index, prob=prob)
+        a = people.assignment
+        for k in range(len(people)):
+            inside = [p for (i, j), p in zip(pair_index.T, prob, strict=True)
+                      if a[i] == a[j] == k]
+            expected = people.keypoints[k, :, 2].mean() * (np.mean(inside) if inside else 1.0)
+            assert people.scores[k] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="dense decoder"):
         GNNGrouping(num_joints=14, decoder="parallel_moves", unknown_prob=0.1)
+
+
+def test_candidates_unlikely_to_belong_join_nobody_and_learned_scores_use_them() -> None:
+    rng = np.random.default_rng(21)
+    cands, person, pair_index, prob = noisy_scene(rng)
+    vertex_prob = np.where(person >= 0, 0.9, 0.05)
+    vertex_prob[0] = 0.01  # a true keypoint the model doubts
+    kept = GNNGrouping(num_joints=14).group(cands, pair_index=pair_index, prob=prob)
+    dropped = GNNGrouping(num_joints=14, drop_below=0.1).group(
+        cands, pair_index=pair_index, prob=prob, vertex_prob=vertex_prob)
+    assert (dropped.assignment[vertex_prob < 0.1] == -1).all()
+    assert (kept.assignment[vertex_prob < 0.1] >= 0).any()
+    learned = GNNGrouping(num_joints=14, score="learned").group(
+        cands, pair_index=pair_index, prob=prob, vertex_prob=vertex_prob)
+    def by_members(people):
+        return {frozenset(np.flatnonzero(people.assignment == k)): people.scores[k]
+                for k in range(len(people))}
+    heat_x_prob, learned = by_members(kept), by_members(learned)
+    assert learned.keys() == heat_x_prob.keys()  # the same people, scored otherwise
+    for members, score in learned.items():
+        m = np.array(sorted(members))
+        weight = (cands.score[m] * vertex_prob[m]).sum() / cands.score[m].sum()
+        assert score == pytest.approx(heat_x_prob[members] * weight, rel=1e-4)
+    with pytest.raises(ValueError, match="drop_below"):
+        GNNGrouping(num_joints=14, drop_below=1.0)
+    with pytest.raises(ValueError, match="vertex_prob"):
+        GNNGrouping(num_joints=14).group(cands, pair_index=pair_index, prob=prob,
+                                         vertex_prob=vertex_prob[:-1])

@@ -122,6 +122,24 @@ def test_checkpoint_reloads_to_identical_predictions(graphs, tmp_path):
     assert loaded.hparams.graph == GraphConfig().to_dict()
 
 
+def test_the_vertex_head_learns_which_candidates_belong_to_nobody(graphs, tmp_path):
+    batch = Batch.from_data_list(graphs)
+    belongs = batch.person >= 0
+    assert 0 < int((~belongs).sum()) < len(belongs)  # the noisy world makes false peaks
+    L.seed_everything(0)
+    module = _module(graphs, vertex_head=True)
+    module.hparams.optimizer["lr"] = module.optim_cfg.lr = 3e-3
+    trainer = _trainer(tmp_path, 100)
+    trainer.fit(module, train_dataloaders=_loader(graphs))
+    module.eval()
+    prob, vertex = module.probabilities(batch)
+    assert prob.shape == batch.y.shape and vertex.shape == belongs.shape
+    assert ((vertex > 0.5) == belongs).float().mean() > 0.95
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert torch.equal(load_module(tmp_path / "model.ckpt").probabilities(batch)[1], vertex)
+    assert _module(graphs).probabilities(batch)[1] is None  # off by default
+
+
 def test_checkpoint_refuses_graphs_built_otherwise():
     trained = GraphConfig().to_dict()
     check_graph_compatible(trained, GraphConfig(match_threshold=0.3).to_dict(), "x.ckpt")

@@ -29,13 +29,15 @@ def candidates_of(graph: Data) -> Candidates:
 
 @dataclass
 class EdgeScores:
-    """The scored pairs of one graph: indices [2, M], probabilities [M], labels [M], and
-    the graph's share of the seconds spent building pairs and running the model."""
+    """The scored pairs of one graph: indices [2, M], probabilities [M], labels [M], the
+    graph's share of the seconds spent building pairs and running the model and, from a
+    model with a vertex head, each candidate's probability [N] of belonging to a person."""
 
     pair_index: np.ndarray
     prob: np.ndarray
     y: np.ndarray
     seconds: float = 0.0
+    vertex_prob: np.ndarray | None = None
 
 
 def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
@@ -53,15 +55,19 @@ def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
             batch = next(loader, None)
             if batch is None:
                 break
-            prob = module.edge_probabilities(batch.to(module.device)).cpu()
-            batch = batch.cpu()
+            prob, vertex = module.probabilities(batch.to(module.device))
+            prob, batch = prob.cpu(), batch.cpu()
             owner = batch.batch[batch.pair_index[0]]
             counts = torch.bincount(owner, minlength=batch.num_graphs).tolist()
             local = batch.pair_index - batch.ptr[owner]  # back to each graph's own vertex ids
             share = (time.perf_counter() - start) / batch.num_graphs
-            for pairs, p, y in zip(torch.split(local, counts, dim=1), torch.split(prob, counts),
-                                   torch.split(batch.y, counts), strict=True):
-                out.append(EdgeScores(pairs.numpy(), p.numpy(), y.numpy(), share))
+            sizes = batch.ptr.diff().tolist()
+            vertex = ([None] * batch.num_graphs if vertex is None
+                      else [v.numpy() for v in torch.split(vertex.cpu(), sizes)])
+            for pairs, p, y, v in zip(torch.split(local, counts, dim=1),
+                                      torch.split(prob, counts), torch.split(batch.y, counts),
+                                      vertex, strict=True):
+                out.append(EdgeScores(pairs.numpy(), p.numpy(), y.numpy(), share, v))
             bar.update(batch.num_graphs)
     return out
 
@@ -81,7 +87,8 @@ def group_images(name: str, settings: dict, layout: Layout, graphs: Sequence[Dat
         if name == "oracle":
             kwargs = {"person": g.person.numpy()}
         elif name == "gnn":
-            kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob}
+            kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob,
+                      "vertex_prob": scores[i].vertex_prob}
             elapsed += scores[i].seconds
         start = time.perf_counter()
         people = grouping.group(candidates_of(g), **kwargs)

@@ -74,7 +74,8 @@ class AEGrouping(Grouping):
         self.ignore_too_much = bool(ignore_too_much)
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
-               prob: np.ndarray | None, person: np.ndarray | None) -> People:
+               prob: np.ndarray | None, person: np.ndarray | None,
+               vertex_prob: np.ndarray | None) -> People:
         assignment = np.full(len(cands), -1, np.int64)
         tag_sums: list[np.ndarray] = []  # per person: sum of member tags
         counts: list[int] = []

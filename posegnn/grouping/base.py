@@ -89,6 +89,17 @@ def sort_people(people: People) -> People:
     return People(people.keypoints[order], people.scores[order], assignment)
 
 
+def _per_candidate(name: str, values: np.ndarray | None, dtype, order: np.ndarray
+                   ) -> np.ndarray | None:
+    """One value per candidate, taken in the canonical ``order`` (None stays None)."""
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=dtype).reshape(-1)
+    if len(values) != len(order):
+        raise ValueError(f"`{name}` has {len(values)} entries for {len(order)} candidates")
+    return values[order]
+
+
 class Grouping(ABC):
     """Candidates (+ pair probabilities, + ground truth) of one image in, people out.
 
@@ -104,7 +115,8 @@ class Grouping(ABC):
         self.min_keypoints = int(min_keypoints)
 
     def group(self, cands: Candidates, *, pair_index: np.ndarray | None = None,
-              prob: np.ndarray | None = None, person: np.ndarray | None = None) -> People:
+              prob: np.ndarray | None = None, person: np.ndarray | None = None,
+              vertex_prob: np.ndarray | None = None) -> People:
         """Assemble people from ``cands``; see the subclass for which inputs it needs."""
         n = len(cands)
         if n == 0:
@@ -119,13 +131,10 @@ class Grouping(ABC):
             if pair_index.size and (pair_index.min() < 0 or pair_index.max() >= n):
                 raise ValueError(f"pair_index outside 0..{n - 1}")
             pair_index = rank[pair_index]
-        if person is not None:
-            person = np.asarray(person, dtype=np.int64).reshape(-1)
-            if len(person) != n:
-                raise ValueError(f"`person` has {len(person)} entries for {n} candidates")
-            person = person[order]
+        person = _per_candidate("person", person, np.int64, order)
+        vertex_prob = _per_candidate("vertex_prob", vertex_prob, np.float64, order)
         people = self._group(subset(cands, order), pair_index=pair_index, prob=prob,
-                             person=person)
+                             person=person, vertex_prob=vertex_prob)
         assignment = np.full(n, -1, np.int64)
         assignment[order] = people.assignment
         return sort_people(People(people.keypoints, people.scores, assignment))
@@ -134,7 +143,8 @@ class Grouping(ABC):
 
     @abstractmethod
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
-               prob: np.ndarray | None, person: np.ndarray | None) -> People:
+               prob: np.ndarray | None, person: np.ndarray | None,
+               vertex_prob: np.ndarray | None) -> People:
         """Group candidates given in canonical order."""
 
     def __repr__(self) -> str:

@@ -41,7 +41,7 @@ from posegnn.types import Candidates, People
 EPS_PROB = 1e-6
 LINKAGES = ("mean", "min", "max")
 DECODERS = ("greedy", "local_moves", "parallel_moves")
-SCORES = ("heat_x_prob", "heat")
+SCORES = ("heat_x_prob", "heat", "learned")
 
 
 def logit(p: np.ndarray | float) -> np.ndarray:
@@ -234,8 +234,11 @@ class GNNGroupingConfig:
     linkage: str = "mean"  # greedy merges: mean | min | max pair probability
     unknown_prob: float | None = None  # dense decoders: probability of unscored pairs
     min_keypoints: int = 1  # smaller people are dropped
-    score: str = "heat_x_prob"  # person score: heat_x_prob | heat
+    score: str = "heat_x_prob"  # person score: heat_x_prob | heat | learned
     max_moves: int | None = None  # local_moves: stop after this many moves
+    # from a model with a vertex head (model.vertex_head): candidates less likely than this
+    # to belong to anybody are left out (0 keeps them all)
+    drop_below: float = 0.0
 
     def __post_init__(self) -> None:
         one_of("grouping.gnn.decoder", self.decoder, DECODERS)
@@ -244,6 +247,8 @@ class GNNGroupingConfig:
         if not 0.0 < float(self.threshold) < 1.0:
             raise SettingError(f"grouping.gnn.threshold={self.threshold} must lie strictly "
                                "between 0 and 1")
+        if not 0.0 <= float(self.drop_below) < 1.0:
+            raise SettingError(f"grouping.gnn.drop_below={self.drop_below} must lie in [0, 1)")
         if self.decoder == "parallel_moves" and self.unknown_prob is not None:
             raise SettingError("grouping.gnn.unknown_prob needs a dense decoder (greedy or "
                                "local_moves)")
@@ -257,7 +262,10 @@ class GNNGrouping(Grouping):
 
     Person score: mean heat over all K joints (missing count 0) times the mean observed
     probability of the person's internal pairs (1 for a single candidate) when
-    ``score="heat_x_prob"``, the heat term alone with ``score="heat"``.
+    ``score="heat_x_prob"``, the heat term alone with ``score="heat"``. ``score="learned"``
+    weighs each joint's heat by the model's probability that the candidate belongs to a
+    person (``vertex_prob``, from a model with a vertex head; without it, as heat_x_prob).
+    Candidates with ``vertex_prob`` below ``drop_below`` join nobody.
     """
 
     name = "gnn"
@@ -266,17 +274,19 @@ class GNNGrouping(Grouping):
                  threshold: float = _GNN.threshold, decoder: str = _GNN.decoder,
                  linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
                  min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
-                 max_moves: int | None = _GNN.max_moves) -> None:
+                 max_moves: int | None = _GNN.max_moves,
+                 drop_below: float = _GNN.drop_below) -> None:
         super().__init__(layout, num_joints, min_keypoints)
         GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
                           unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
-                          max_moves=max_moves)  # checks every setting
+                          max_moves=max_moves, drop_below=drop_below)  # checks every setting
         self.threshold = float(threshold)
         self.decoder = decoder
         self.linkage = linkage
         self.unknown_prob = None if unknown_prob is None else float(unknown_prob)
         self.score = score
         self.max_moves = max_moves
+        self.drop_below = float(drop_below)
 
     def decode(self, p: np.ndarray, known: np.ndarray, joint: np.ndarray) -> np.ndarray:
         """Cluster label per candidate from dense probabilities."""
@@ -287,53 +297,53 @@ class GNNGrouping(Grouping):
         return labels
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
-               prob: np.ndarray | None, person: np.ndarray | None) -> People:
+               prob: np.ndarray | None, person: np.ndarray | None,
+               vertex_prob: np.ndarray | None) -> People:
         if pair_index is None or prob is None:
             raise ValueError("GNNGrouping needs `pair_index` and `prob`")
-        if self.decoder == "parallel_moves":
-            return self._group_sparse(cands, pair_index, prob)
-        p, known = dense_probabilities(len(cands), pair_index, prob, self.unknown_prob)
-        labels = self.decode(p, known, cands.joint)
-        people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
-        if self.score == "heat_x_prob":
-            people.scores = (heat_score(people.keypoints)
-                             * internal_probability(p, known, people.assignment, len(people))
-                             ).astype(np.float32)
-        return people
-
-    def _group_sparse(self, cands: Candidates, pair_index: np.ndarray,
-                      prob: np.ndarray) -> People:
         prob = np.asarray(prob, dtype=np.float64).reshape(-1)
         if prob.shape[0] != pair_index.shape[1]:
             raise ValueError(f"{prob.shape[0]} probabilities for {pair_index.shape[1]} pairs")
-        weight = logit(prob) - logit(self.threshold)
-        order = self.layout.ae_order if self.layout else None
-        labels = parallel_moves_decode(len(cands), cands.joint, pair_index, weight, order,
-                                       self.max_moves)
+        nobody = (np.zeros(len(cands), bool) if vertex_prob is None
+                  else vertex_prob < self.drop_below)
+        if nobody.any():  # their pairs carry no evidence
+            kept = ~(nobody[pair_index[0]] | nobody[pair_index[1]])
+            pair_index, prob = pair_index[:, kept], prob[kept]
+        if self.decoder == "parallel_moves":
+            weight = logit(prob) - logit(self.threshold)
+            order = self.layout.ae_order if self.layout else None
+            labels = parallel_moves_decode(len(cands), cands.joint, pair_index, weight, order,
+                                           self.max_moves)
+        else:
+            p, known = dense_probabilities(len(cands), pair_index, prob, self.unknown_prob)
+            labels = self.decode(p, known, cands.joint)
+        labels[nobody] = -1
         people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
-        if self.score == "heat_x_prob":
-            people.scores = (heat_score(people.keypoints) * sparse_internal_probability(
-                pair_index, prob, people.assignment, len(people))).astype(np.float32)
+        if self.score == "heat":
+            return people
+        heat = (heat_score(people.keypoints) if self.score == "heat_x_prob" or vertex_prob is None
+                else belonging_heat(cands, vertex_prob, people.assignment, self.num_joints))
+        people.scores = (heat * internal_probability(pair_index, prob, people.assignment,
+                                                     len(people))).astype(np.float32)
         return people
 
 
-def sparse_internal_probability(pair_index: np.ndarray, prob: np.ndarray,
-                                assignment: np.ndarray, num_people: int) -> np.ndarray:
-    """:func:`internal_probability` from the scored pairs alone."""
+def belonging_heat(cands: Candidates, vertex_prob: np.ndarray, assignment: np.ndarray,
+                   num_joints: int) -> np.ndarray:
+    """Per person, the mean over all K joints of heat times the probability that the
+    candidate belongs to a person (missing joints count 0)."""
+    member = assignment >= 0
+    sums = np.bincount(assignment[member], weights=cands.score[member] * vertex_prob[member],
+                       minlength=int(assignment.max(initial=-1)) + 1)
+    return sums / num_joints
+
+
+def internal_probability(pair_index: np.ndarray, prob: np.ndarray,
+                         assignment: np.ndarray, num_people: int) -> np.ndarray:
+    """Mean probability over each person's scored internal pairs (1 where none)."""
     i, j = pair_index
     inside = (assignment[i] == assignment[j]) & (assignment[i] >= 0)
     who = assignment[i[inside]]
     sums = np.bincount(who, weights=prob[inside], minlength=num_people)
     counts = np.bincount(who, minlength=num_people)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
-
-
-def internal_probability(p: np.ndarray, known: np.ndarray, assignment: np.ndarray,
-                         num_people: int) -> np.ndarray:
-    """Mean observed probability over each person's internal pairs (1 where none)."""
-    m = np.flatnonzero(assignment >= 0)
-    onehot = np.zeros((len(m), num_people))
-    onehot[np.arange(len(m)), assignment[m]] = 1.0
-    sums = np.sum(onehot * (np.where(known, p, 0.0)[np.ix_(m, m)] @ onehot), axis=0)
-    counts = np.sum(onehot * (known[np.ix_(m, m)] @ onehot), axis=0)
     return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)

@@ -23,7 +23,8 @@ class OracleGrouping(Grouping):
         super().__init__(layout, num_joints, min_keypoints)
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
-               prob: np.ndarray | None, person: np.ndarray | None) -> People:
+               prob: np.ndarray | None, person: np.ndarray | None,
+               vertex_prob: np.ndarray | None) -> People:
         if person is None:
             raise ValueError("OracleGrouping needs `person`, the ground-truth person per candidate")
         assignment = np.full(len(cands), -1, np.int64)

@@ -55,6 +55,7 @@ class SchedulerConfig:
 @dataclass
 class LossConfig:
     pos_weight: float | None = None  # weight of positive pairs; None = 1
+    vertex_weight: float = 1.0  # weight of the vertex head's BCE (model.vertex_head)
 
 
 def _plain(cfg) -> dict:
@@ -98,6 +99,8 @@ class PosegnnModule(L.LightningModule):
             self.net.feature_mean.copy_(torch.tensor(feature_mean))
             self.net.feature_std.copy_(torch.tensor(feature_std))
         self.metrics = torch.nn.ModuleDict({f"{s}_edges": edge_metrics() for s in STAGES})
+        if self.model_cfg.vertex_head:
+            self.metrics.update({f"{s}_vertices": BinaryAccuracy() for s in STAGES})
 
     def forward(self, batch) -> Tensor:
         """Logits of every scored pair of the batch."""
@@ -107,17 +110,29 @@ class PosegnnModule(L.LightningModule):
     def edge_probabilities(self, batch) -> Tensor:
         return torch.sigmoid(self(batch))
 
+    @torch.no_grad()
+    def probabilities(self, batch) -> tuple[Tensor, Tensor | None]:
+        """Same-person probability of every scored pair and, with the vertex head, the
+        probability [N] that each candidate belongs to some person (None without it)."""
+        stages, vertex = self.net.outputs(batch)
+        return torch.sigmoid(stages[-1]), None if vertex is None else torch.sigmoid(vertex)
+
     def _step(self, batch, stage: str) -> Tensor:
-        stages = self.net.stages(batch)
+        stages, vertex = self.net.outputs(batch)
         logits, y = stages[-1], batch.y
         pos_weight = (None if self.loss_cfg.pos_weight is None
                       else logits.new_tensor(self.loss_cfg.pos_weight))
-        if logits.numel() == 0:  # a batch of graphs without pairs
-            loss = sum(p.sum() for p in self.parameters()) * 0.0
-        else:  # every stage is supervised; metrics describe the last one
+        loss = sum(p.sum() for p in self.parameters()) * 0.0  # a batch without pairs
+        if logits.numel():  # every stage is supervised; metrics describe the last one
             loss = sum(F.binary_cross_entropy_with_logits(s, y, pos_weight=pos_weight)
                        for s in stages) / len(stages)
             self.metrics[f"{stage}_edges"].update(torch.sigmoid(logits.detach()), y.long())
+        if vertex is not None and vertex.numel():
+            belongs = (batch.person >= 0).float()
+            loss = loss + self.loss_cfg.vertex_weight * F.binary_cross_entropy_with_logits(
+                vertex, belongs)
+            self.metrics[f"{stage}_vertices"].update(torch.sigmoid(vertex.detach()),
+                                                     belongs.long())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=batch.num_graphs, sync_dist=True)  # mean over processes
         return loss
@@ -129,6 +144,10 @@ class PosegnnModule(L.LightningModule):
             self.log_dict({f"{stage}/{k}": v for k, v in metrics.compute().items()},
                           prog_bar=False, sync_dist=True)
         metrics.reset()
+        vertices = self.metrics[f"{stage}_vertices"] if self.model_cfg.vertex_head else None
+        if vertices is not None and vertices.update_count:
+            self.log(f"{stage}/vertex_acc", vertices.compute(), sync_dist=True)
+            vertices.reset()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

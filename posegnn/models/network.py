@@ -30,6 +30,9 @@ class ModelConfig:
     # rounds of refinement: each re-classifies every pair after pooling, for each vertex,
     # the embeddings of the candidates the previous round put in its person
     refine: int = 0
+    # a vertex output: the probability that a candidate belongs to some person (0 marks a
+    # false peak); the gnn grouping can leave such candidates out and score people by it
+    vertex_head: bool = False
 
     def __post_init__(self) -> None:
         one_of("model.conv", self.conv, CONVS)
@@ -146,21 +149,28 @@ class EdgeGNN(nn.Module):
         # a refining classifier sees each side's pooled person embedding and the last logit
         self.refiners = nn.ModuleList(
             EdgeClassifier(cfg, 2 * emb, edge_dim, extra_dim=1) for _ in range(cfg.refine))
+        self.vertex_head = (nn.Sequential(mlp_block(emb, cfg.classifier_hidden),
+                                          nn.Linear(cfg.classifier_hidden, 1))
+                            if cfg.vertex_head else None)
 
     def forward(self, data) -> Tensor:
         """Logits [M] of the M scored pairs of a graph or batch built by ``AddEdges``."""
-        return self.stages(data)[-1]
+        return self.outputs(data)[0][-1]
 
-    def stages(self, data) -> list[Tensor]:
-        """Logits of every stage: the classifier's, then each refinement's."""
-        if data.pair_index.shape[1] == 0 or data.num_nodes == 0:
-            return [data.x.new_zeros(0)]
+    def outputs(self, data) -> tuple[list[Tensor], Tensor | None]:
+        """Pair logits of every stage (the classifier's, then each refinement's) and, with
+        ``vertex_head``, one logit [N] per candidate that it belongs to some person."""
+        if data.num_nodes == 0:
+            return [data.x.new_zeros(0)], (data.x.new_zeros(0) if self.vertex_head else None)
         x = (data.x - self.feature_mean) / self.feature_std
         h = self.encoder(x, data.edge_index, data.edge_attr)
+        vertex = self.vertex_head(h).squeeze(1) if self.vertex_head is not None else None
+        if data.pair_index.shape[1] == 0:
+            return [data.x.new_zeros(0)], vertex
         pairs, fwd, bwd = data.pair_index, data.pair_attr, data.pair_attr_rev
         logits = [self.classifier(h, pairs, fwd, bwd)]
         for refiner in self.refiners:
             pooled = pool_by_probability(h, pairs, torch.sigmoid(logits[-1]))
             logits.append(refiner(torch.cat([h, pooled], dim=1), pairs, fwd, bwd,
                                   extra=logits[-1].unsqueeze(1)))
-        return logits
+        return logits, vertex
