@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from posegnn.config import CONF_DIR, register_schemas
+from posegnn.config import CONF_DIR, RunConfig, register_schemas
 
 __all__ = ["CONF_DIR", "hydra_run_info", "prepare_runtime", "register_resolvers",
            "user_errors"]
@@ -60,7 +60,7 @@ def hydra_run_info() -> tuple[Path, list[str], str | None]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), sweep
 
 
-def prepare_runtime(cfg: DictConfig, prog: str):
+def prepare_runtime(cfg: DictConfig, prog: str) -> RunConfig:
     """The job's typed settings (the schema dataclasses, built once here: their checks,
     closed sets of values included, run before any data work); set torch's CPU threads
     from ``threads`` and silence warnings that say nothing actionable on a CPU-only
