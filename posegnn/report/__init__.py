@@ -154,9 +154,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     table = ap_table(jobs, labels)
     if table:
         md += ["## Test AP of every grouping (OKS)", "", table, ""]
-        ap = {names[j.name]: {g: j.metric(f"test/{g}/AP")
-                                        for g in ("gnn", "ae", "oracle")
-                                        if j.metric(f"test/{g}/AP") is not None}
+        ap = {names[j.name]: {g: j.metric(f"test/{g}/AP") for g in ("gnn", "ae", "oracle")
+                              if j.metric(f"test/{g}/AP") is not None}
               for j in jobs if j.ok}
         save_figure(bar_chart(ap, "test AP", "Test AP per job and grouping"),
                     out / "test_ap.png")
