@@ -141,7 +141,9 @@ def load(ckpt: str | None, datasets: dict[int, str]):
     if ckpt:
         from posegnn.checkpoints import load_module
         module = load_module(ckpt)
-        return module.eval(), GraphConfig(**module.hparams.graph)
+        if hasattr(module, "graph_cfg"):
+            return module.eval(), module.graph_cfg
+        return module.eval(), GraphConfig(**module.hparams.graph)  # a --baseline-src before it
     from posegnn.data.cache import build_graphs
     from posegnn.data.graph import AddEdges
     from posegnn.data.maps import PoseMapsDataset

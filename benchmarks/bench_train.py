@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.data.datamodule import DataConfig, PoseGraphDataModule, SyntheticSplits
 from posegnn.data.graph import GraphConfig
 from posegnn.models.layers import CONVS
 from posegnn.models.module import PosegnnModule
@@ -35,10 +35,10 @@ def peak_rss_mib() -> float:
 
 
 def datamodule(root: Path, images: int, batch_size: int) -> tuple[PoseGraphDataModule, float]:
-    dm = PoseGraphDataModule({"root": str(root / "data"), "cache_dir": str(root / "cache"),
-                              "batch_size": batch_size,
-                              "synthetic": {"num_train": images, "num_val": 4, "num_test": 4}},
-                             GraphConfig(), progress=False)
+    data = DataConfig(root=str(root / "data"), cache_dir=str(root / "cache"),
+                      batch_size=batch_size,
+                      synthetic=SyntheticSplits(num_train=images, num_val=4, num_test=4))
+    dm = PoseGraphDataModule(data, GraphConfig(), progress=False)
     dm._synthetic_dir("train")  # generate first: not part of the graph-building time
     start = time.perf_counter()
     dm.prepare_data()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Batch
 
 from posegnn.checkpoints import load_module
@@ -35,7 +35,7 @@ from posegnn.layouts import Layout, get_layout
 from posegnn.types import People
 
 __all__ = ["Grouper", "RunResult", "compose", "datamodule", "load_grouper", "read_dataset",
-           "train"]
+           "settings", "train"]
 
 
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
@@ -51,6 +51,12 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
+def settings(config_name: str = "train", overrides: Sequence[str] = ()):
+    """The composed config as its schema dataclasses (``TrainConfig``, ``EvalConfig``,
+    ...), every setting checked: what the command line hands its job."""
+    return OmegaConf.to_object(compose(config_name, overrides))
+
+
 def read_dataset(path: str | Path, **kwargs) -> PoseMapsDataset:
     """A validated pose-maps dataset folder; ``.load_maps(image_id)`` gives one image's
     maps, ``.gt_keypoints(image_id)`` its people."""
@@ -62,7 +68,7 @@ def datamodule(overrides: Sequence[str] = (), progress: bool = False) -> PoseGra
     built (or read from the cache) and loaded: ``dm.dataset("train")[0]`` is one graph."""
     from posegnn.tasks.train import build_datamodule
 
-    dm = build_datamodule(compose("train", overrides), progress=progress)
+    dm = build_datamodule(settings("train", overrides), progress=progress)
     dm.prepare_data()
     dm.setup()
     return dm
@@ -83,7 +89,7 @@ def train(overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> R
     ``<paths.output_dir>/train/<time>``, as on the command line."""
     from posegnn.tasks.train import train as train_job
 
-    cfg = compose("train", overrides)
+    cfg = settings("train", overrides)
     if out_dir is None:
         stamp = Path(cfg.paths.output_dir) / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
         out_dir, n = stamp, 0
@@ -114,8 +120,7 @@ class Grouper:
         if layout is None:
             layout = module.hparams.layout if module is not None else "crowdpose14"
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
-        graph = module.hparams.graph if module is not None else {}
-        self.graph_cfg = GraphConfig(**graph)
+        self.graph_cfg = module.graph_cfg if module is not None else GraphConfig()
         self.edges = AddEdges(self.layout, self.graph_cfg.edges)
         defaults = asdict(GNNGroupingConfig() if grouping == "gnn" else AEGroupingConfig())
         self.settings = {**defaults, **settings}

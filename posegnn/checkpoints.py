@@ -62,11 +62,11 @@ def differing_keys(trained: dict, current: dict, group: str,
     return [f"{group}.{k}: trained {a.get(k)!r}, now {b.get(k)!r}" for k in keys]
 
 
-def check_graph_compatible(trained: dict, current: dict, source: str | Path) -> None:
+def check_graph_compatible(trained: GraphConfig, current: GraphConfig,
+                           source: str | Path) -> None:
     """Raise if graphs built with ``current`` settings differ from those a checkpoint
     was trained on (features, normalization, candidates, edges)."""
-    diff = differing_keys(trained, current, "graph", GRAPH_KEYS_IGNORED,
-                          GraphConfig().to_dict())
+    diff = differing_keys(asdict(trained), asdict(current), "graph", GRAPH_KEYS_IGNORED)
     if diff:
         raise SettingsMismatch(
             f"{source}: the checkpoint was trained on graphs built with other settings "
@@ -91,17 +91,18 @@ def resume_state(ckpt_path: str | Path) -> dict:
             "data": stored.get("data")}
 
 
-def check_resume(ckpt_path: str | Path, data: dict, graph: dict, allow: bool) -> list[str]:
+def check_resume(ckpt_path: str | Path, data: DataConfig, graph: GraphConfig,
+                 allow: bool) -> list[str]:
     """Refuse to resume ``ckpt_path`` with other data or graph settings (naming every key
     that differs) unless ``allow``; returns the differences (logged when allowed)."""
     state = resume_state(ckpt_path)
     diff = []
     if state["data"] is not None:
-        diff += differing_keys(state["data"], data, "data", DATA_KEYS_IGNORED,
+        diff += differing_keys(state["data"], asdict(data), "data", DATA_KEYS_IGNORED,
                                asdict(DataConfig()))
     if state["graph"] is not None:
-        diff += differing_keys(state["graph"], graph, "graph", GRAPH_KEYS_IGNORED,
-                               GraphConfig().to_dict())
+        diff += differing_keys(state["graph"], asdict(graph), "graph", GRAPH_KEYS_IGNORED,
+                               asdict(GraphConfig()))
     if diff and not allow:
         raise SettingsMismatch(
             f"{ckpt_path}: refusing to resume with other data or graph settings than the "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
@@ -98,6 +99,25 @@ class PathsConfig:
 
 
 @dataclass
+class QuestionConfig:
+    """One question ``posegnn-report`` answers from a sweep (``questions`` of
+    ``conf/sweep/seed_questions.yaml``): the jobs compared by the value of one setting."""
+
+    title: str = MISSING
+    factor: str = MISSING  # the swept config leaf, e.g. optimizer.name
+    # leaves that change along with it (a model group changes model.*), so that jobs
+    # differing in them still count as differing only in the factor; [] = the factor alone
+    owns: list[str] = field(default_factory=list)
+    keeps: list[str] = field(default_factory=list)  # leaves under ``owns`` swept on their own
+    # what the jobs are compared on (labels of posegnn/report/compare.py's METRICS), the
+    # answer going by the first that tells the values apart
+    metrics: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # factor value -> name in the report
+    curves: bool = False  # instead: the shape of each job's loss curves, by the factor
+    best_of_each: bool = False  # also the best job of each value (its ``keeps`` shown)
+
+
+@dataclass
 class RunConfig:
     """What every job has: where outputs go, progress bars, CPU threads."""
 
@@ -129,6 +149,8 @@ class TrainConfig(RunConfig):
     # what a sweeper (hparams_search) optimizes, from this run's metrics.json; a sweep
     # whose runs lack it fails, naming the metrics they have
     optimized_metric: str = "test/gnn/AP"
+    # what posegnn-report answers from a sweep of these runs (none: the seed questions)
+    questions: list[QuestionConfig] = field(default_factory=list)
 
 
 @dataclass

@@ -46,7 +46,7 @@ def test_grouper_uses_the_cli_defaults_in_eval_mode(doc_example):
     grouper = doc_example["grouper"]
     assert not grouper.module.training
     assert grouper.settings == asdict(GNNGroupingConfig())
-    assert grouper.graph_cfg.to_dict() == grouper.module.hparams.graph
+    assert asdict(grouper.graph_cfg) == grouper.module.hparams.graph
 
 
 def test_grouper_matches_the_evaluation_pipeline(doc_example, monkeypatch):
@@ -57,8 +57,7 @@ def test_grouper_matches_the_evaluation_pipeline(doc_example, monkeypatch):
     dm, grouper = doc_example["dm"], doc_example["grouper"]
     test = dm.dataset("test")
     scores = edge_probabilities(grouper.module, test)
-    results, _ = group_images("gnn", asdict(GNNGroupingConfig()), dm.layout, test.graphs,
-                              scores)
+    results, _ = group_images("gnn", GNNGroupingConfig(), dm.layout, test.graphs, scores)
     image_id = int(test.graphs[0].image_id)
     expected = sorted((r["score"], r["keypoints"]) for r in results
                       if r["image_id"] == image_id)
@@ -80,19 +79,16 @@ def test_grouper_rejects_maps_of_another_layout(doc_example):
 
 def test_resume_check_names_keys_and_an_explicit_setting_allows_it(doc_example):
     ckpt = doc_example["run"].last_checkpoint
-    cfg = doc_example["api"].compose("train", doc_example["tiny"])
-    from omegaconf import OmegaConf
-
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    graph = OmegaConf.to_container(cfg.graph, resolve=True)
+    cfg = doc_example["api"].settings("train", doc_example["tiny"])
+    data, graph = cfg.data, cfg.graph
     assert check_resume(ckpt, data, graph, allow=False) == []
-    data["batch_size"] = 2
-    graph["edges"]["radius"] = 0.3
+    data.batch_size = 2
+    graph.edges.radius = 0.3
     with pytest.raises(SettingsMismatch) as err:
         check_resume(ckpt, data, graph, allow=False)
     assert "data.batch_size: trained 8, now 2" in str(err.value)
     assert "graph.edges.radius: trained 0.6, now 0.3" in str(err.value)
     assert len(check_resume(ckpt, data, graph, allow=True)) == 2
-    data["cache_dir"] = "/elsewhere"  # where files live is not what the data is
+    data.cache_dir = "/elsewhere"  # where files live is not what the data is
     assert len(check_resume(ckpt, data, graph, allow=True)) == 2
     assert TrainConfig().resume_allow_changes is False

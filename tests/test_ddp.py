@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -63,13 +64,13 @@ def test_each_rank_trains_on_its_shard_and_metrics_cover_the_whole_split(ddp_run
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 2
 
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
     dm = build_datamodule(cfg, progress=False)
     dm.prepare_data()
     dm.setup("fit")
     # val AP: once, over the whole val split, with the last epoch's weights (reloaded here,
     # in one process)
-    grouping = {**OmegaConf.to_container(cfg.grouping), "run": ["gnn"]}
+    grouping = replace(cfg.grouping, run=["gnn"])
     val = evaluate_groupings(dm.ground_truth("val"), dm.layout, dm.dataset("val"), grouping,
                              module=load_module(last), prefix="val")
     assert metrics["val/gnn/AP"] == pytest.approx(val["val/gnn/AP"], rel=1e-6)  # float32 log

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from posegnn.data import cache as cache_mod
-from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
 from posegnn.data.graph import GraphConfig
 from posegnn.data.maps import DatasetError, PoseMapsDataset, read_maps
 from posegnn.io import WriteError, atomic_torch_save
@@ -31,8 +31,8 @@ def dataset_copy(small_dataset, tmp_path) -> Path:
 
 
 def _datamodule(root: Path, cache_dir: Path, **data) -> PoseGraphDataModule:
-    cfg = {"kind": "maps", "train": str(root), "test": str(root), "cache_dir": str(cache_dir),
-           **data}
+    cfg = DataConfig(kind="maps", train=str(root), test=str(root), cache_dir=str(cache_dir),
+                     **data)
     return PoseGraphDataModule(cfg, GraphConfig(), progress=False)
 
 

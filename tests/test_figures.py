@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import posegnn.tasks.train as train_module
 from posegnn.config import CONF_DIR, register_schemas
@@ -77,7 +78,7 @@ def _tiny_cfg(out: Path, *extra: str):
     overrides = [*tiny_train_overrides(out), "callbacks.val_ap_every_n_epochs=0", "test=false",
                  *extra]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides), overrides
+        return OmegaConf.to_object(compose("train", overrides=overrides)), overrides
 
 
 def test_callback_writes_pngs_and_wandb_images(tmp_path, monkeypatch):

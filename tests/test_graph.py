@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from posegnn.data import cache as cache_mod
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks, max_filter
-from posegnn.data.datamodule import PoseGraphDataModule
-from posegnn.data.graph import AddEdges, EdgeConfig, GraphConfig, build_vertices
+from posegnn.data.datamodule import DataConfig, PoseGraphDataModule, SyntheticSplits
+from posegnn.data.graph import AddEdges, EdgeConfig, FeatureConfig, GraphConfig, build_vertices
 from posegnn.data.maps import DatasetError, PoseMapsDataset
 from posegnn.layouts import CROWDPOSE14
 
@@ -99,7 +101,7 @@ def test_partner_pairs_are_each_candidates_cheapest_of_every_other_type(small_da
     assert data.pair_index.shape[1] < AddEdges(ds.layout, EdgeConfig(strategy="radius"))(
         g).pair_index.shape[1]
     with pytest.raises(ValueError, match="partners"):
-        GraphConfig(edges={"partners": 0})
+        GraphConfig(edges=EdgeConfig(partners=0))
 
 
 @pytest.mark.parametrize("strategy", ["partners", "radius", "knn", "skeleton"])
@@ -125,7 +127,7 @@ def test_feature_switches_and_normalization(small_dataset):
     assert base.x.shape == per_map.x.shape == (base.num_nodes, 1 + 1 + 2 + 14)
     assert not torch.allclose(base.x[:, :2], per_map.x[:, :2])  # tag and score standardized
     assert torch.equal(base.tag, per_map.tag)  # the raw tag AE uses is never normalized
-    rich = GraphConfig(features={"all_tags": True, "all_heats": True})
+    rich = GraphConfig(features=FeatureConfig(all_tags=True, all_heats=True))
     _, g, _ = _graph(small_dataset, rich)
     assert g.x.shape[1] == 1 + 14 + 1 + 2 + 14 + 14
     with pytest.raises(ValueError, match="normalization"):
@@ -143,8 +145,10 @@ def test_cache_key_covers_data_and_every_vertex_setting(small_dataset):
     ds = PoseMapsDataset(small_dataset)
     key = cache_mod.cache_key(ds, ds.image_ids, GraphConfig())
     assert key == cache_mod.cache_key(ds, ds.image_ids, GraphConfig())
-    variants = [GraphConfig(normalization="per_map"), GraphConfig(candidates={"top_k": 5}),
-                GraphConfig(features={"all_heats": True}), GraphConfig(match_threshold=0.7)]
+    variants = [GraphConfig(normalization="per_map"),
+                GraphConfig(candidates=CandidateConfig(top_k=5)),
+                GraphConfig(features=FeatureConfig(all_heats=True)),
+                GraphConfig(match_threshold=0.7)]
     keys = {cache_mod.cache_key(ds, ds.image_ids, v) for v in variants}
     assert key not in keys and len(keys) == len(variants)
     assert key != cache_mod.cache_key(ds, ds.image_ids[:-1], GraphConfig())
@@ -178,10 +182,9 @@ def test_cache_is_built_once_and_never_half_written(small_dataset, tmp_path, mon
 
 
 def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_path):
-    dm = PoseGraphDataModule({"kind": "maps", "train": str(small_dataset),
-                              "test": str(small_dataset), "val_fraction": 0.25,
-                              "cache_dir": str(tmp_path), "batch_size": 3}, GraphConfig(),
-                             progress=False)
+    data = DataConfig(kind="maps", train=str(small_dataset), test=str(small_dataset),
+                      val_fraction=0.25, cache_dir=str(tmp_path), batch_size=3)
+    dm = PoseGraphDataModule(data, GraphConfig(), progress=False)
     dm.prepare_data()
     dm.setup("fit")
     train_ids = {int(g.image_id) for g in dm.graphs["train"]}
@@ -198,20 +201,21 @@ def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_pa
 
 
 def test_datamodule_reports_missing_splits(tmp_path):
-    dm = PoseGraphDataModule({"kind": "maps", "cache_dir": str(tmp_path)}, GraphConfig())
+    dm = PoseGraphDataModule(DataConfig(kind="maps", cache_dir=str(tmp_path)), GraphConfig())
     with pytest.raises(ValueError, match="data.test is not set"):
         dm.source("test")
 
 
 def test_real_poses_come_from_data_poses_and_its_absence_is_explained(tmp_path, dev_poses):
-    data = {"kind": "poses", "root": str(tmp_path / "data"), "cache_dir": str(tmp_path),
-            "synthetic": {"num_train": 4, "num_val": 2, "num_test": 2}}
+    data = DataConfig(kind="poses", root=str(tmp_path / "data"), cache_dir=str(tmp_path),
+                      synthetic=SyntheticSplits(num_train=4, num_val=2, num_test=2))
     with pytest.raises(DatasetError, match="add data.poses="):
         PoseGraphDataModule(data, GraphConfig(), progress=False).source("test")
     with pytest.raises(DatasetError, match="data.poses=nope.json: no such file"):
-        PoseGraphDataModule({**data, "poses": "nope.json"}, GraphConfig(),
+        PoseGraphDataModule(replace(data, poses="nope.json"), GraphConfig(),
                             progress=False).source("test")
-    dm = PoseGraphDataModule({**data, "poses": str(dev_poses)}, GraphConfig(), progress=False)
+    dm = PoseGraphDataModule(replace(data, poses=str(dev_poses)), GraphConfig(),
+                             progress=False)
     ids = {split: set(dm.source(split)[1]) for split in ("train", "val", "test")}
     assert [len(ids[s]) for s in ("train", "val", "test")] == [4, 2, 2]
     assert not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
@@ -234,8 +238,7 @@ def test_a_plateau_gives_one_candidate():
 def test_maps_rendered_from_ground_truth_group_perfectly(tmp_path_factory):
     """Noiseless maps with well-separated tags: ae and oracle find every person exactly,
     through the whole pipeline (peaks, graphs, groupings, pycocotools)."""
-    from dataclasses import replace
-
+    from posegnn.config import GroupingConfig
     from posegnn.data.graph import GraphList
     from posegnn.data.synthetic import SyntheticConfig, generate_dataset
     from posegnn.evaluation.runner import evaluate_groupings
@@ -251,6 +254,6 @@ def test_maps_rendered_from_ground_truth_group_perfectly(tmp_path_factory):
               for i in ds.image_ids]
     metrics = evaluate_groupings(ds.coco_dict(), ds.layout,
                                  GraphList(graphs, AddEdges(ds.layout, cfg.edges)),
-                                 {"run": ["ae", "oracle"], "ae": {}, "oracle": {}})
+                                 GroupingConfig(run=["ae", "oracle"]))
     assert metrics["test/oracle/AP"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["test/ae/AP"] == pytest.approx(1.0, abs=1e-6)

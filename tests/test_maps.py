@@ -177,15 +177,16 @@ def test_malformed_annotations_never_crash_uncleanly(dataset_copy, field, value)
 
 
 def test_broken_maps_can_be_skipped_with_a_logged_count(dataset_copy, tmp_path, caplog):
-    from posegnn.data.datamodule import PoseGraphDataModule
+    from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
     from posegnn.data.graph import GraphConfig
 
     (dataset_copy / "maps" / "3.npz").write_bytes(b"not a zip")
-    data = {"kind": "maps", "train": str(dataset_copy), "test": str(dataset_copy),
-            "cache_dir": str(tmp_path)}
+    data = DataConfig(kind="maps", train=str(dataset_copy), test=str(dataset_copy),
+                      cache_dir=str(tmp_path))
     with pytest.raises(DatasetError, match="3.npz"):
         PoseGraphDataModule(data, GraphConfig(), progress=False).dataset("test")
-    dm = PoseGraphDataModule({**data, "skip_bad_maps": True}, GraphConfig(), progress=False)
+    data.skip_bad_maps = True
+    dm = PoseGraphDataModule(data, GraphConfig(), progress=False)
     with caplog.at_level("WARNING"):
         graphs = dm.dataset("test").graphs
     assert len(graphs) == 7 and "skipped 1 of 8 images" in caplog.text and "3.npz" in caplog.text

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import lightning as L
 import pytest
 import torch
+from omegaconf.errors import ConfigKeyError
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform
 
 from posegnn.checkpoints import check_graph_compatible, load_module
-from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+from posegnn.data.graph import AddEdges, EdgeConfig, GraphConfig, build_vertices
 from posegnn.data.maps import PoseMapsDataset
 from posegnn.layouts import CROWDPOSE14
 from posegnn.models.layers import CONVS, EdgeConvAttr, mlp_block
-from posegnn.models.module import PosegnnModule
+from posegnn.models.module import PosegnnModule, SchedulerConfig
+from posegnn.models.network import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +35,7 @@ def graphs(small_dataset):
 
 def _module(graphs, **model) -> PosegnnModule:
     g = graphs[0]
-    return PosegnnModule(g.x.shape[1], g.edge_attr.shape[1], model=model,
-                         graph=GraphConfig().to_dict())
+    return PosegnnModule(g.x.shape[1], g.edge_attr.shape[1], model=model, graph=GraphConfig())
 
 
 def _loader(graphs, batch_size: int | None = None) -> DataLoader:
@@ -107,7 +110,7 @@ def test_graphs_of_any_size_including_no_pairs(graphs, tmp_path):
 def test_checkpoint_reloads_to_identical_predictions(graphs, tmp_path):
     stats = torch.rand(graphs[0].x.shape[1])
     module = PosegnnModule(graphs[0].x.shape[1], graphs[0].edge_attr.shape[1],
-                           model={"conv": "edgeconv_attr"}, graph=GraphConfig().to_dict(),
+                           model=ModelConfig(conv="edgeconv_attr"), graph=GraphConfig(),
                            feature_mean=stats.tolist(), feature_std=(stats + 1).tolist())
     trainer = _trainer(tmp_path, 1)
     trainer.fit(module, train_dataloaders=_loader(graphs[:2]))
@@ -119,7 +122,29 @@ def test_checkpoint_reloads_to_identical_predictions(graphs, tmp_path):
     with torch.no_grad():
         assert torch.equal(module(batch), loaded(batch))
     assert torch.equal(loaded.net.feature_mean, stats)
-    assert loaded.hparams.graph == GraphConfig().to_dict()
+    # plain values in the checkpoint, the schema dataclasses once loaded
+    assert loaded.hparams.graph == asdict(GraphConfig()) and loaded.graph_cfg == GraphConfig()
+    assert loaded.model_cfg == ModelConfig(conv="edgeconv_attr")
+
+
+def test_a_checkpoint_older_than_a_setting_loads_with_its_default(graphs, tmp_path):
+    module = _module(graphs)
+    _trainer(tmp_path, 1).fit(module, train_dataloaders=_loader(graphs[:2]))
+    path = tmp_path / "old.ckpt"
+    module.trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    del hp["scheduler"]["monitor"], hp["graph"]["edges"]["competition"]  # not stored then
+    hp["optimizer"]["lr"] = 0.01
+    torch.save(ckpt, path)
+    loaded = load_module(path)
+    assert loaded.sched_cfg.monitor == SchedulerConfig().monitor
+    assert loaded.graph_cfg.edges.competition is EdgeConfig().competition
+    assert loaded.optim_cfg.lr == 0.01
+    hp["model"]["no_such_setting"] = 1
+    torch.save(ckpt, path)
+    with pytest.raises(ConfigKeyError, match="no_such_setting"):  # not silently dropped
+        load_module(path)
 
 
 def test_the_vertex_head_learns_which_candidates_belong_to_nobody(graphs, tmp_path):
@@ -141,10 +166,10 @@ def test_the_vertex_head_learns_which_candidates_belong_to_nobody(graphs, tmp_pa
 
 
 def test_checkpoint_refuses_graphs_built_otherwise():
-    trained = GraphConfig().to_dict()
-    check_graph_compatible(trained, GraphConfig(match_threshold=0.3).to_dict(), "x.ckpt")
+    trained = GraphConfig()
+    check_graph_compatible(trained, GraphConfig(match_threshold=0.3), "x.ckpt")
     with pytest.raises(ValueError, match="graph.normalization: trained 'none', now 'per_map'"):
-        check_graph_compatible(trained, GraphConfig(normalization="per_map").to_dict(), "x.ckpt")
+        check_graph_compatible(trained, GraphConfig(normalization="per_map"), "x.ckpt")
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from posegnn.config import CONF_DIR, register_schemas
 from posegnn.tasks.train import train
@@ -48,7 +49,7 @@ def test_the_plateau_scheduler_watches_the_configured_metric(tmp_path, monitor, 
                  f"scheduler.monitor={monitor}", "scheduler.mode=max",
                  "callbacks.figures_every_n_epochs=0", "logger=none"]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
     if works:
         assert train(cfg, tmp_path / "run", overrides)["epochs"] == 2
     else:

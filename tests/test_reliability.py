@@ -105,6 +105,10 @@ def _compose(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
+def _settings(*overrides: str):
+    return OmegaConf.to_object(_compose(*overrides))
+
+
 def _group_options() -> list[tuple[str, str]]:
     root = Path(CONF_DIR)
     skip = {"hydra", "experiment", "sweep", "hparams_search"}
@@ -142,8 +146,8 @@ def test_experiments_compose(experiment):
 
 def test_same_config_twice_gives_identical_metrics(tmp_path):
     overrides = [*tiny_train_overrides(tmp_path), "callbacks.figures_every_n_epochs=0"]
-    first = train(_compose(*overrides), tmp_path / "a", overrides)
-    second = train(_compose(*overrides), tmp_path / "b", overrides)
+    first = train(_settings(*overrides), tmp_path / "a", overrides)
+    second = train(_settings(*overrides), tmp_path / "b", overrides)
     keys = [k for k in first if not k.startswith("time/") and "sec_per_image" not in k]
     assert keys and {k: first[k] for k in keys} == {k: second[k] for k in keys}
 
@@ -190,7 +194,7 @@ def uninterrupted(tmp_path_factory) -> tuple[list[str], dict]:
     overrides = [o for o in tiny_train_overrides(out) if "max_epochs" not in o]
     overrides += ["test=false", "callbacks.val_ap_every_n_epochs=0", "trainer.max_epochs=3",
                   "callbacks.figures_every_n_epochs=0", "logger=csv"]
-    return overrides, train(_compose(*overrides), out / "full", overrides)
+    return overrides, train(_settings(*overrides), out / "full", overrides)
 
 
 def _assert_same_result(resumed: dict, full: dict) -> None:
@@ -209,7 +213,7 @@ def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
                         lambda *a: [*build(*a), _SignalsAt({stop_at: signum})])
     run = tmp_path / "preempted"
     with pytest.raises(Preempted) as stopped:
-        train(_compose(*overrides), run, overrides)
+        train(_settings(*overrides), run, overrides)
     assert stopped.value.code == 143 and stopped.value.checkpoint.is_file()
     assert not (run / "metrics.json").exists()
     state = torch.load(stopped.value.checkpoint, weights_only=True)
@@ -217,7 +221,7 @@ def test_preemption_saves_mid_epoch_and_resumes_to_the_uninterrupted_result(
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # no handler left behind
     monkeypatch.setattr(posegnn.tasks.train, "build_callbacks", build)
     resumed_overrides = [*overrides, f"ckpt_path={stopped.value.checkpoint}"]
-    _assert_same_result(train(_compose(*resumed_overrides), run, resumed_overrides), full)
+    _assert_same_result(train(_settings(*resumed_overrides), run, resumed_overrides), full)
 
 
 def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
@@ -238,12 +242,12 @@ def test_under_slurm_the_warning_signal_saves_and_requeues_and_the_job_resumes(
         *build(*a), _SignalsAt({4: signal.SIGUSR1, 5: signal.SIGTERM})])
     run = tmp_path / "job-4242"
     with pytest.raises(Preempted):
-        train(_compose(*overrides), run, overrides)
+        train(_settings(*overrides), run, overrides)
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     assert (run / "hpc_ckpt_1.ckpt").is_file()
     monkeypatch.setattr(posegnn.tasks.train, "build_callbacks", build)
     with caplog.at_level("INFO"):
-        requeued = train(_compose(*overrides), run, overrides)  # same folder, no ckpt_path
+        requeued = train(_settings(*overrides), run, overrides)  # same folder, no ckpt_path
     assert f"Restoring states from the checkpoint path at {run / 'hpc_ckpt_1.ckpt'}" \
         in caplog.text
     _assert_same_result(requeued, full)
@@ -284,7 +288,7 @@ def test_checkpoints_can_monitor_validation_ap(tmp_path):
     overrides = [*tiny_train_overrides(tmp_path), "callbacks.monitor=val/gnn/AP",
                  "callbacks.mode=max", "callbacks.val_ap_every_n_epochs=5", "test=false",
                  "callbacks.figures_every_n_epochs=0"]
-    metrics = train(_compose(*overrides), tmp_path / "run", overrides)
+    metrics = train(_settings(*overrides), tmp_path / "run", overrides)
     assert metrics["best_model_score"] == pytest.approx(
         max(metrics["val/gnn/AP"], metrics["best_model_score"]))
     assert list((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))

@@ -11,10 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from posegnn.choices import SettingError
 from posegnn.cli.report import main as report_main
-from posegnn.report import QUESTIONS, build_report, diagnose_curves, load_sweep
+from posegnn.report import build_report, diagnose_curves, load_sweep, sweep_questions
 
+# the seed report's questions (conf/sweep/seed_questions.yaml): a sweep whose jobs name none
+QUESTIONS = [q.title for q in sweep_questions([])]
 ENV = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
 
 
@@ -151,3 +155,31 @@ def test_the_answer_follows_ap_when_the_loss_disagrees(sweep, tmp_path):
     assert "best val loss" in answer_4.split(";")[1] and "favour another value" in answer_4
     assert "Too short to tell" not in text
     assert "by test gnn AP): `adam` at its best" in q4
+
+
+def test_a_sweep_answers_the_questions_its_jobs_were_run_for(sweep, tmp_path):
+    """Questions in the jobs' config (as ``sweep=seed_questions`` puts them there) replace
+    the seed report's; a metric the report does not know is refused, naming those it
+    does."""
+    assert len(QUESTIONS) == 4 and QUESTIONS[3] == "4. Adam or SGD?"
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "*.ckpt"))
+
+    def ask(question: dict) -> None:
+        for config in copy.glob("*/.hydra/config.yaml"):
+            cfg = OmegaConf.load(config)
+            cfg.questions = [question]
+            OmegaConf.save(cfg, config)
+
+    ask({"title": "Which optimizer fits the train split?", "factor": "optimizer.name",
+         "owns": ["optimizer"], "keeps": ["optimizer.lr"], "metrics": ["final train loss"]})
+    text = build_report(copy).read_text()
+    assert not any(q in text for q in QUESTIONS)
+    mine = text.split("### Which optimizer fits the train split?")[1]
+    assert "| `optimizer.name` | jobs | mean final train loss |" in mine
+    assert "best val loss" not in mine.split("---")[0]
+    assert "leads on final train loss" in mine
+    ask({"title": "?", "factor": "optimizer.name", "metrics": ["val AP"]})
+    with pytest.raises(SettingError, match=r"questions\[0\].metrics='val AP' is not one of: "
+                                           "best val loss, final train loss"):
+        build_report(copy)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from posegnn.choices import typed
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.data.synthetic import writer as writer_mod
 from posegnn.data.synthetic.detector import Peaks, merge_peaks, render_heatmaps, swapped_channels
@@ -308,9 +309,11 @@ def test_existing_output(tmp_path):
 
 
 def test_config_from_mapping(tmp_path):
-    cfg = {"num_images": 2, "seed": 1, "crowd": "easy", "layout": "coco17", "poses": None,
-           "input_size": 512, "heatmap_size": 256, "tag_size": 128,
-           "noise": {"tag_noise": 0.2, "tag_background": 0.05}}
+    """Plain values become the schema through the one shared helper (``typed``)."""
+    cfg = typed(SyntheticConfig, {"num_images": 2, "seed": 1, "crowd": "easy",
+                                  "layout": "coco17",
+                                  "noise": {"tag_noise": 0.2, "tag_background": 0.05}})
+    assert cfg.noise == DetectorNoise(tag_noise=0.2, tag_background=0.05)
     root = generate_dataset(tmp_path / "m", cfg, progress=False)
     data, maps = read_dataset(root)
     assert len(maps) == 2 and len(data["categories"][0]["keypoints"]) == 17

@@ -43,7 +43,7 @@ def dump_like_a_user(source: Path, out: Path) -> Path:
 
 
 def ae_and_oracle(dataset: Path, out: Path) -> dict[str, float]:
-    cfg = api.compose("eval", ["data=maps", f"data.test={dataset}", "grouping.run=[ae,oracle]",
+    cfg = api.settings("eval", ["data=maps", f"data.test={dataset}", "grouping.run=[ae,oracle]",
                                f"paths.output_dir={out}", "progress=false"])
     return evaluate(cfg, out / "eval")
 
@@ -111,7 +111,7 @@ def test_predict_draws_people_over_heatmaps_and_over_images(small_dataset, tmp_p
             pixels = np.full((info["height"], info["width"], 3), 40 * image_id, np.uint8)
             Image.fromarray(pixels).save(images / f"{image_id}.png")
     for extra, where in (([], "heat"), ([f"images={images}"], "img")):
-        cfg = api.compose("predict", ["method=ae", f"input={tmp_path / 'mine'}",
+        cfg = api.settings("predict", ["method=ae", f"input={tmp_path / 'mine'}",
                                       f"out={tmp_path / where / 'results.json'}", "draw=2",
                                       "progress=false", *extra])
         assert predict(cfg, tmp_path / where) > 0

@@ -3,20 +3,27 @@ ModelCheckpoint that follows a moved run folder."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+if TYPE_CHECKING:
+    from posegnn.data.datamodule import DataConfig
+    from posegnn.data.graph import GraphConfig
 
 RUN_SETTINGS = "posegnn_run"  # the checkpoint entry written by RunSettings
 
 
 class RunSettings(L.Callback):
-    """Store the run's data and graph settings in every checkpoint (plain values only),
-    so that a resume can refuse other data, naming what differs."""
+    """Store the run's data and graph settings in every checkpoint (as plain values, for
+    ``weights_only`` loading), so that a resume can refuse other data, naming what
+    differs."""
 
-    def __init__(self, data: dict, graph: dict) -> None:
-        self.settings = {"data": data, "graph": graph}
+    def __init__(self, data: DataConfig, graph: GraphConfig) -> None:
+        self.settings = {"data": asdict(data), "graph": asdict(graph)}
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict) -> None:

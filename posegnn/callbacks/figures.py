@@ -35,14 +35,14 @@ class PredictionFigures(L.Callback):
     ``grouping`` holds the gnn grouping's settings (``cfg.grouping.gnn``)."""
 
     def __init__(self, every_n_epochs: int = 5, num_images: int = 4,
-                 out_dir: str | Path | None = None, grouping: dict | None = None,
+                 out_dir: str | Path | None = None, grouping: GNNGroupingConfig | None = None,
                  max_hist_images: int = 200) -> None:
         if every_n_epochs < 0 or num_images < 0:
             raise ValueError("every_n_epochs and num_images must be >= 0")
         self.every = int(every_n_epochs)
         self.num_images = int(num_images)
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.grouping = dict(grouping or {})
+        self.grouping = grouping or GNNGroupingConfig()
         self.max_hist_images = int(max_hist_images)
         self._drawn_epoch: int | None = None
         self.saved: list[Path] = []
@@ -85,11 +85,11 @@ class PredictionFigures(L.Callback):
         paths["val/edge_prob_hist"] = save_figure(
             edge_probability_histogram(
                 all_probs, labels,
-                threshold=self.grouping.get("threshold", GNNGroupingConfig.threshold),
+                threshold=self.grouping.threshold,
                 title=f"validation pairs, epoch {epoch}"),
             out / f"val_edge_prob_hist_epoch{epoch:03d}.png")
         if self.num_images > 0:
-            grouping = build_grouping("gnn", layout=dm.layout, **self.grouping)
+            grouping = build_grouping("gnn", self.grouping, layout=dm.layout)
             source, _ = dm.source("val")
             examples = []
             for g, s in list(zip(graphs, scores, strict=True))[:self.num_images]:

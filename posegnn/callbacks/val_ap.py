@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import lightning as L
 
 from posegnn.data.graph import GraphList
 from posegnn.evaluation.runner import evaluate_groupings
+
+if TYPE_CHECKING:
+    from posegnn.config import GroupingConfig
 
 AP_KEYS = ("AP", "AP50", "AP75", "AP_hard")
 
@@ -18,7 +24,7 @@ class ValGroupingAP(L.Callback):
     It runs every ``every_n_epochs`` epochs (0: never in between) and always at the last
     epoch, also when early stopping ends the run before ``max_epochs``."""
 
-    def __init__(self, grouping_cfg: dict, every_n_epochs: int = 5,
+    def __init__(self, grouping_cfg: GroupingConfig, every_n_epochs: int = 5,
                  max_images: int = 100) -> None:
         self.grouping_cfg = grouping_cfg
         self.every = max(int(every_n_epochs), 0)
@@ -57,14 +63,14 @@ class ValGroupingAP(L.Callback):
         subset = GraphList(dm.graphs["val"][:self.max_images], dm.edges)
         gt = dm.source("val")[0].coco_dict([int(g.image_id) for g in subset.graphs])
         was_training = pl_module.training
-        gnn_cfg = {**self.grouping_cfg, "run": ["gnn"]}
         try:
-            metrics = evaluate_groupings(gt, dm.layout, subset, gnn_cfg, module=pl_module,
+            metrics = evaluate_groupings(gt, dm.layout, subset,
+                                         replace(self.grouping_cfg, run=["gnn"]), module=pl_module,
                                          prefix="val", batch_size=dm.cfg.batch_size)
         finally:
             pl_module.train(was_training)
         if self._reference is None:
-            ref_cfg = {**self.grouping_cfg, "run": ["ae"]}
+            ref_cfg = replace(self.grouping_cfg, run=["ae"])
             self._reference = evaluate_groupings(gt, dm.layout, subset, ref_cfg, prefix="val")
         return {k: float(v) for k, v in {**metrics, **self._reference}.items()
                 if k.rsplit("/", 1)[-1] in AP_KEYS}

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from posegnn.config import CONF_DIR, register_schemas
+from posegnn.config import CONF_DIR, RunConfig, register_schemas
 
 __all__ = ["CONF_DIR", "hydra_run_info", "prepare_runtime", "register_resolvers",
            "user_errors"]
@@ -60,21 +60,22 @@ def hydra_run_info() -> tuple[Path, list[str], str | None]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), sweep
 
 
-def prepare_runtime(cfg, prog: str) -> None:
-    """Check every setting against its schema (closed sets of values included: building
-    the dataclasses runs their checks), before any data work; set torch's CPU threads
-    from ``cfg.threads`` and silence warnings that say nothing actionable on a CPU-only
+def prepare_runtime(cfg: DictConfig, prog: str) -> RunConfig:
+    """The job's typed settings (the schema dataclasses, built once here: their checks,
+    closed sets of values included, run before any data work); set torch's CPU threads
+    from ``threads`` and silence warnings that say nothing actionable on a CPU-only
     machine. A setting out of its allowed set is one line from ``prog``."""
     with user_errors(prog):
-        OmegaConf.to_object(cfg)
+        settings = OmegaConf.to_object(cfg)
     import torch
 
-    torch.set_num_threads(max(int(cfg.threads), 1))
+    torch.set_num_threads(max(int(settings.threads), 1))
     os.environ.setdefault("WANDB_SILENT", "true")
     for pattern in (".*does not have many workers.*", ".*GPU available but not used.*",
                     ".*tensorboardX.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    return settings
 
 
 def full_traceback_wanted() -> bool:

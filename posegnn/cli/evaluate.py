@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     from posegnn.tasks.evaluate import evaluate
 
-    prepare_runtime(cfg, "posegnn-eval")
+    settings = prepare_runtime(cfg, "posegnn-eval")
     out_dir, _, _ = hydra_run_info()
     with user_errors("posegnn-eval"):
-        evaluate(cfg, out_dir)
+        evaluate(settings, out_dir)
 
 
 if __name__ == "__main__":

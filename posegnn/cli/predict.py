@@ -13,18 +13,18 @@ from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_e
 def main(cfg: DictConfig) -> None:
     from posegnn.tasks.predict import predict
 
-    prepare_runtime(cfg, "posegnn-predict")
-    if cfg.method == "oracle":
+    settings = prepare_runtime(cfg, "posegnn-predict")
+    if settings.method == "oracle":
         raise SystemExit("posegnn-predict: the oracle grouping needs ground truth; "
                          "use posegnn-eval")
-    missing = [k for k in ("input", "out") if not cfg[k]]
-    if cfg.method == "gnn" and not cfg.ckpt_path:
+    missing = [k for k in ("input", "out") if not getattr(settings, k)]
+    if settings.method == "gnn" and not settings.ckpt_path:
         missing.insert(0, "ckpt_path")
     if missing:
         raise SystemExit(f"posegnn-predict: set {', '.join(f'{k}=...' for k in missing)}")
     with user_errors("posegnn-predict"):
-        n = predict(cfg, hydra_run_info()[0])
-    print(f"wrote {n} people to {cfg.out}")
+        n = predict(settings, hydra_run_info()[0])
+    print(f"wrote {n} people to {settings.out}")
 
 
 if __name__ == "__main__":

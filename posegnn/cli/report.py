@@ -1,5 +1,6 @@
 """``posegnn-report SWEEP_DIR [--out DIR]``: the report of a multirun folder (report.md and
-PNG figures), answering the seed report's questions from the sweep's numbers."""
+PNG figures), answering the questions the sweep was run for (by default the seed
+report's, conf/sweep/seed_questions.yaml) from its numbers."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="posegnn-report",
         description="Summarize a posegnn-train multirun: a table of every job (failed ones "
-                    "marked), loss curves, and the report's four questions answered from "
-                    "the numbers.")
+                    "marked), loss curves, and the questions of the sweep (by default "
+                    "conf/sweep/seed_questions.yaml's) answered from the numbers.")
     parser.add_argument("sweep_dir", metavar="SWEEP_DIR",
                         help="a multirun folder, e.g. outputs/multirun/2024-01-01_12-00-00")
     parser.add_argument("--out", metavar="DIR", default=None,
@@ -22,12 +23,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="show the full traceback of an error (HYDRA_FULL_ERROR=1 too)")
     args = parser.parse_args(argv)
 
+    from posegnn.choices import SettingError
     from posegnn.cli.common import full_traceback_wanted
     from posegnn.report import build_report
 
     try:
         report = build_report(args.sweep_dir, args.out)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, SettingError) as e:
         if args.traceback or full_traceback_wanted():
             raise
         print(f"posegnn-report: {e}", file=sys.stderr)

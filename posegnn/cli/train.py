@@ -12,11 +12,11 @@ from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_e
 def main(cfg: DictConfig) -> float | None:
     from posegnn.tasks.train import train
 
-    prepare_runtime(cfg, "posegnn-train")
+    settings = prepare_runtime(cfg, "posegnn-train")
     out_dir, overrides, sweep = hydra_run_info()
     with user_errors("posegnn-train"):
-        metrics = train(cfg, out_dir, overrides, sweep)
-    return optimized_value(metrics, cfg.optimized_metric)
+        metrics = train(settings, out_dir, overrides, sweep)
+    return optimized_value(metrics, settings.optimized_metric)
 
 
 def optimized_value(metrics: dict, name: str) -> float | None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import pickle
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -43,7 +44,7 @@ def cache_key(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
     Edge settings are not part of it: edges are derived from the cached vertices when
     graphs are loaded (:class:`posegnn.data.graph.AddEdges`).
     """
-    settings = cfg.to_dict()
+    settings = asdict(cfg)
     settings.pop("edges")
     payload = json.dumps({"format": CACHE_FORMAT, "data": dataset_fingerprint(dataset.root),
                           "images": image_ids, "graph": settings, "skip_bad": skip_bad},

@@ -118,10 +118,6 @@ class ResumableLoader(DataLoader):
             self.sampler.skip = state["samples_done"]
 
 
-def _to_dataclass(cls, value):
-    return value if isinstance(value, cls) else cls(**dict(value or {}))
-
-
 def _split_ids(ids: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split image ids into (kept, held out) deterministically."""
     order = np.random.default_rng(seed).permutation(len(ids))
@@ -141,15 +137,9 @@ class PoseGraphDataModule(L.LightningDataModule):
     training split's feature statistics.
     """
 
-    def __init__(self, data: DataConfig | dict, graph: GraphConfig | dict,
-                 progress: bool = True) -> None:
+    def __init__(self, data: DataConfig, graph: GraphConfig, progress: bool = True) -> None:
         super().__init__()
-        self.cfg = _to_dataclass(DataConfig, data)
-        if isinstance(self.cfg.synthetic, dict):
-            syn = dict(self.cfg.synthetic)
-            syn["noise"] = _to_dataclass(DetectorNoise, syn.get("noise"))
-            self.cfg.synthetic = SyntheticSplits(**syn)
-        self.graph_cfg = _to_dataclass(GraphConfig, graph)
+        self.cfg, self.graph_cfg = data, graph
         self.progress = progress
         self._sources: dict[str, tuple[PoseMapsDataset, list[int]]] = {}
         self.graphs: dict[str, list[Data]] = {}

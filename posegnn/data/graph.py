@@ -7,7 +7,7 @@ candidates match the same ground-truth person.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -68,21 +68,11 @@ class GraphConfig:
     match_threshold: float = 0.5  # keypoint similarity for a candidate to match a person
 
     def __post_init__(self) -> None:
-        if isinstance(self.candidates, dict):
-            self.candidates = CandidateConfig(**self.candidates)
-        if isinstance(self.features, dict):
-            self.features = FeatureConfig(**self.features)
-        if isinstance(self.edges, dict):
-            self.edges = EdgeConfig(**self.edges)
         one_of("graph.normalization", self.normalization, NORMALIZATIONS)
         one_of("graph.edges.strategy", self.edges.strategy, EDGE_STRATEGIES)
         if self.edges.partners < 1 or self.edges.partner_scale <= 0:
             raise ValueError("graph.edges.partners must be >= 1 and graph.edges.partner_scale "
                              f"> 0, got {self.edges.partners} and {self.edges.partner_scale}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw tags [N, K, D] and heat values [N, K] of all channels at heatmap points uv."""

@@ -72,13 +72,14 @@ def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
     return out
 
 
-def group_images(name: str, settings: dict, layout: Layout, graphs: Sequence[Data],
+def group_images(name: str, settings, layout: Layout, graphs: Sequence[Data],
                  scores: list[EdgeScores] | None = None, progress: bool = False
                  ) -> tuple[list[dict], float]:
     """COCO results of one grouping over every (vertex) graph, and its seconds per image:
     everything after the candidates, so for ``gnn`` its ``scores``' share of pair
-    building and model time plus the decoding. ``oracle`` uses the ground truth."""
-    grouping = build_grouping(name, layout=layout, **settings)
+    building and model time plus the decoding. ``oracle`` uses the ground truth.
+    ``settings``: the grouping's settings dataclass (``grouping.gnn``, ...) or None."""
+    grouping = build_grouping(name, settings, layout=layout)
     results: list[dict] = []
     elapsed = 0.0
     for i, g in enumerate(tqdm(graphs, desc=f"grouping {name}", disable=not progress,
@@ -104,24 +105,24 @@ def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
     return float(((p >= threshold) == (y > 0.5)).mean()) if len(y) else float("nan")
 
 
-def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cfg: dict,
+def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cfg,
                        module=None, prefix: str = "test", batch_size: int = 8,
                        results_dir: Path | None = None, progress: bool = False
                        ) -> dict[str, float]:
     """Flat metrics ``{prefix}/{grouping}/{AP,...}`` of every grouping in
-    ``grouping_cfg['run']`` (gnn only with a module), writing each one's COCO results
-    to ``results_dir`` when given."""
-    names = [n for n in grouping_cfg["run"] if n != "gnn" or module is not None]
+    ``grouping_cfg.run`` (a ``GroupingConfig``; gnn only with a module), writing each
+    one's COCO results to ``results_dir`` when given."""
+    names = [n for n in grouping_cfg.run if n != "gnn" or module is not None]
     scores = None
     metrics: dict[str, float] = {}
     if "gnn" in names:
         scores = edge_probabilities(module, dataset, batch_size, progress)
         metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
     for name in names:
-        settings = dict(grouping_cfg.get(name) or {})
+        settings = getattr(grouping_cfg, name, None)
         results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress)
         found = evaluate_keypoints(gt, results, layout.sigma_array,
-                                   max_dets=grouping_cfg.get("max_dets", 20))
+                                   max_dets=grouping_cfg.max_dets)
         metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})
         metrics[f"{prefix}/{name}/sec_per_image"] = sec
         if results_dir is not None:

@@ -1,5 +1,5 @@
 """Groupings: keypoint candidates (+ pair probabilities or ground truth) of one image in,
-people out. ``build_grouping(name, **kwargs)`` makes one from a config."""
+people out. ``build_grouping(name, settings, **kwargs)`` makes one from its config."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ GROUPINGS: dict[str, type[Grouping]] = {
 }
 
 
-def build_grouping(name: str, **kwargs) -> Grouping:
-    """Make the grouping ``name`` (gnn, ae or oracle) with its constructor kwargs."""
+def build_grouping(name: str, settings=None, **kwargs) -> Grouping:
+    """Make the grouping ``name`` (gnn, ae or oracle) from its settings dataclass
+    (``GNNGroupingConfig``, ``AEGroupingConfig``; None: the defaults) and constructor
+    kwargs (``layout=``, or settings of its own)."""
     try:
         cls = GROUPINGS[name]
     except KeyError:
         raise ValueError(f"unknown grouping {name!r}; known: {sorted(GROUPINGS)}") from None
-    return cls(**kwargs)
+    return cls(**(vars(settings) if settings is not None else {}), **kwargs)
 
 
 __all__ = ["AEGrouping", "GNNGrouping", "Grouping", "OracleGrouping", "GROUPINGS",

@@ -17,7 +17,8 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
-from posegnn.choices import one_of
+from posegnn.choices import one_of, typed
+from posegnn.data.graph import GraphConfig
 from posegnn.models.network import EdgeGNN, ModelConfig
 
 STAGES = ("train", "val", "test")
@@ -58,13 +59,6 @@ class LossConfig:
     vertex_weight: float = 1.0  # weight of the vertex head's BCE (model.vertex_head)
 
 
-def _plain(cfg) -> dict:
-    """A dataclass or mapping as plain values, safe for ``weights_only`` checkpoints."""
-    if cfg is None:
-        return {}
-    return asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else dict(cfg)
-
-
 def edge_metrics() -> MetricCollection:
     return MetricCollection({"edge_acc": BinaryAccuracy(), "edge_precision": BinaryPrecision(),
                              "edge_recall": BinaryRecall(), "edge_f1": BinaryF1Score(),
@@ -74,26 +68,29 @@ def edge_metrics() -> MetricCollection:
 class PosegnnModule(L.LightningModule):
     """Edge classifier over candidate graphs.
 
-    Hyperparameters are plain values (dicts, numbers, lists), so
-    ``PosegnnModule.load_from_checkpoint(path)`` rebuilds the network with no config at
-    hand, including the graph settings and feature statistics used at predict time.
+    Settings come in as schema dataclasses and are stored as plain values (dicts,
+    numbers, lists), so ``PosegnnModule.load_from_checkpoint(path)`` rebuilds the network
+    with no config at hand (it passes them back as dicts), including the graph settings
+    (``graph_cfg``) and feature statistics used at predict time.
     """
 
-    def __init__(self, in_dim: int, edge_dim: int, model: dict | None = None,
-                 optimizer: dict | None = None, scheduler: dict | None = None,
-                 loss: dict | None = None, graph: dict | None = None,
+    def __init__(self, in_dim: int, edge_dim: int, model: ModelConfig | dict | None = None,
+                 optimizer: OptimizerConfig | dict | None = None,
+                 scheduler: SchedulerConfig | dict | None = None,
+                 loss: LossConfig | dict | None = None, graph: GraphConfig | dict | None = None,
                  layout: str = "crowdpose14", feature_mean: list[float] | None = None,
                  feature_std: list[float] | None = None) -> None:
         super().__init__()
+        self.model_cfg = typed(ModelConfig, model)
+        self.optim_cfg = typed(OptimizerConfig, optimizer)
+        self.sched_cfg = typed(SchedulerConfig, scheduler)
+        self.loss_cfg = typed(LossConfig, loss)
+        self.graph_cfg = typed(GraphConfig, graph)
         self.save_hyperparameters({
-            "in_dim": in_dim, "edge_dim": edge_dim, "model": _plain(model),
-            "optimizer": _plain(optimizer), "scheduler": _plain(scheduler),
-            "loss": _plain(loss), "graph": _plain(graph), "layout": layout,
+            "in_dim": in_dim, "edge_dim": edge_dim, "model": asdict(self.model_cfg),
+            "optimizer": asdict(self.optim_cfg), "scheduler": asdict(self.sched_cfg),
+            "loss": asdict(self.loss_cfg), "graph": asdict(self.graph_cfg), "layout": layout,
             "feature_mean": feature_mean, "feature_std": feature_std})
-        self.model_cfg = ModelConfig(**self.hparams.model)
-        self.optim_cfg = OptimizerConfig(**self.hparams.optimizer)
-        self.sched_cfg = SchedulerConfig(**self.hparams.scheduler)
-        self.loss_cfg = LossConfig(**self.hparams.loss)
         self.net = EdgeGNN(self.model_cfg, in_dim, edge_dim)
         if feature_mean is not None and feature_std is not None:
             self.net.feature_mean.copy_(torch.tensor(feature_mean))

@@ -1,4 +1,4 @@
-"""Compare the jobs of a sweep by one factor: means per value and matched pairs."""
+"""Compare the jobs of a sweep by one question's factor: means per value, matched pairs."""
 
 from __future__ import annotations
 
@@ -9,36 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from posegnn.config import QuestionConfig
 from posegnn.report.sweep import Job
 
 REL_TOL = 0.02  # a loss change smaller than 2% counts as flat
 MIN_EPOCHS = 3  # shorter runs are too short to tell a trend or a winner
 TIE = 5e-4  # metric differences below the report's 3 decimals are ties
-
-
-# -- comparing the jobs by one factor -----------------------------------------------------
-@dataclass(frozen=True)
-class Factor:
-    """A swept variable, read from the resolved config so that ``model=edgeconv_attr`` and
-    ``model.conv=edgeconv_attr`` are the same thing. ``owns``: config leaves (prefixes)
-    that change together with it and so do not count as another difference."""
-
-    name: str
-    leaf: str
-    owns: tuple[str, ...]
-    keeps: tuple[str, ...] = ()  # leaves under ``owns`` that are a factor of their own
-
-    def owned(self, leaf: str) -> bool:
-        if leaf in self.keeps:
-            return False
-        return any(leaf == o or leaf.startswith(o.rstrip(".") + ".") for o in self.owns)
-
-
-NORMALIZATION = Factor("normalization", "graph.normalization", ("graph.normalization",))
-CONV = Factor("convolution", "model.conv", ("model",))
-OPTIMIZER = Factor("optimizer", "optimizer.name", ("optimizer",), keeps=("optimizer.lr",))
-LR = Factor("learning rate", "optimizer.lr", ("optimizer.lr",))
-FACTORS = (NORMALIZATION, CONV, OPTIMIZER, LR)
 
 
 @dataclass
@@ -48,16 +24,21 @@ class Metric:
     lower_is_better: bool
 
 
-BEST_VAL_LOSS = Metric("best val loss", lambda j: j.best_val_loss()[0], True)
-TRAIN_LOSS = Metric("final train loss", lambda j: j.last("train/loss"), True)
-VAL_EDGE_ACC = Metric("val edge acc", lambda j: j.last("val/edge_acc"), False)
-TEST_GNN_AP = Metric("test gnn AP", lambda j: j.metric("test/gnn/AP"), False)
-VAL_GNN_AP = Metric("val gnn AP (last epoch)", lambda j: j.last("val/gnn/AP"), False)
-AP_METRICS = (TEST_GNN_AP, VAL_GNN_AP)  # what the report judges by, where a job has it
+# what a question's ``metrics`` may name
+METRICS = {m.label: m for m in (
+    Metric("best val loss", lambda j: j.best_val_loss()[0], True),
+    Metric("final train loss", lambda j: j.last("train/loss"), True),
+    Metric("val edge acc", lambda j: j.last("val/edge_acc"), False),
+    Metric("test gnn AP", lambda j: j.metric("test/gnn/AP"), False),
+    Metric("val gnn AP (last epoch)", lambda j: j.last("val/gnn/AP"), False))}
 
 
-def factor_value(job: Job, factor: Factor):
-    return job.config.get(factor.leaf)
+def owned(q: QuestionConfig, leaf: str) -> bool:
+    """Whether ``leaf`` changes along with the question's factor (the config read
+    resolved, so that ``model=edgeconv_attr`` and ``model.conv=edgeconv_attr`` agree)."""
+    if leaf in q.keeps:
+        return False
+    return any(leaf == o or leaf.startswith(o + ".") for o in q.owns or [q.factor])
 
 
 def varying_leaves(jobs: Sequence[Job]) -> list[str]:
@@ -70,11 +51,25 @@ def fmt_value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def fmt_num(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def jobs_list(jobs: Iterable[Job]) -> str:
+    return ", ".join(f"#{j.name}" for j in jobs)
+
+
+def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 @dataclass
 class Comparison:
     """The jobs grouped by one factor's value, for one metric."""
 
-    factor: Factor
     metric: Metric
     values: list  # factor values, sorted
     groups: dict  # value -> [(job, metric value)]
@@ -105,10 +100,10 @@ class Comparison:
         return max(means) - min(means) < TIE
 
 
-def compare(jobs: Sequence[Job], factor: Factor, metric: Metric) -> Comparison | None:
-    """Group the completed jobs by ``factor`` (None when it does not vary). Jobs alike in
-    every other varying config leaf form one matched setting."""
-    rows = [(j, factor_value(j, factor), metric.get(j)) for j in jobs if j.ok]
+def compare(jobs: Sequence[Job], q: QuestionConfig, metric: Metric) -> Comparison | None:
+    """Group the completed jobs by the question's factor (None when it does not vary). Jobs
+    alike in every other varying config leaf form one matched setting."""
+    rows = [(j, j.config.get(q.factor), metric.get(j)) for j in jobs if j.ok]
     rows = [(j, v, m) for j, v, m in rows if v is not None and m is not None]
     values = sorted({v for _, v, _ in rows}, key=lambda v: (str(type(v)), v))
     if len(values) < 2:
@@ -116,75 +111,58 @@ def compare(jobs: Sequence[Job], factor: Factor, metric: Metric) -> Comparison |
     groups: dict = {v: [(j, m) for j, vv, m in rows if vv == v] for v in values}
     varying = varying_leaves([j for j, _, _ in rows])
     # a kept leaf (optimizer.lr) that only follows the factor's defaults moves with it
-    follows = [k for k in varying if k in factor.keeps and all(
+    follows = [k for k in varying if k in q.keeps and all(
         len({repr(j.config.get(k)) for j, vv, _ in rows if vv == v}) == 1 for v in values)]
-    others = [k for k in varying if not factor.owned(k) and k not in follows]
+    others = [k for k in varying if not owned(q, k) and k not in follows]
     settings: dict[tuple, dict] = defaultdict(dict)
     for j, v, m in rows:
         key = tuple((k, fmt_value(j.config.get(k))) for k in others)
         settings[key].setdefault(v, (j, m))
     matched = [(k, by_value) for k, by_value in settings.items() if len(by_value) > 1]
-    return Comparison(factor, metric, values, groups, matched, follows)
+    return Comparison(metric, values, groups, matched, follows)
 
 
-def jobs_list(jobs: Iterable[Job]) -> str:
-    return ", ".join(f"#{j.name}" for j in jobs)
-
-
-def fmt_num(value: float | None, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def comparison_markdown(jobs: Sequence[Job], factor: Factor, metrics: Sequence[Metric],
-                        names: dict | None = None) -> tuple[str, dict]:
+def comparison_markdown(jobs: Sequence[Job], q: QuestionConfig) -> tuple[str, dict]:
     """A table of means per factor value and one line per metric with the matched-pair
-    evidence; returns (markdown, {metric label: verdict dict}) or a 'not swept' note."""
-    names = names or {}
-    comps = [c for c in (compare(jobs, factor, m) for m in metrics) if c is not None]
-    values_seen = sorted({fmt_value(factor_value(j, factor)) for j in jobs
-                          if factor_value(j, factor) is not None})
+    evidence; returns (markdown, {metric label: verdict dict}, in the question's order)
+    or a 'not swept' note."""
+    name = lambda v: q.names.get(v, fmt_value(v))  # noqa: E731
+    comps = [c for c in (compare(jobs, q, METRICS[m]) for m in q.metrics) if c is not None]
     if not comps:
-        where = (f"every completed job has `{factor.leaf}={values_seen[0]}`"
-                 if len(values_seen) == 1 else f"`{factor.leaf}` is not in the job configs")
+        seen = sorted({fmt_value(j.config[q.factor]) for j in jobs
+                       if j.config.get(q.factor) is not None})
+        where = (f"every completed job has `{q.factor}={seen[0]}`" if len(seen) == 1
+                 else f"`{q.factor}` is not in the job configs")
         return (f"**Not swept**: {where}, so this sweep cannot answer it. Sweep it, e.g. "
                 f"`posegnn-train -m sweep=seed_questions`.", {})
     values = comps[0].values
-    head = ["`" + factor.leaf + "`", "jobs", *[f"mean {c.metric.label}" for c in comps]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for v in values:
-        members = comps[0].groups.get(v, [])
-        cells = [names.get(v, fmt_value(v)), jobs_list(j for j, _ in members)]
-        cells += [fmt_num(c.mean(v)) if v in c.groups else "-" for c in comps]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    rows = [[name(v), jobs_list(j for j, _ in comps[0].groups.get(v, [])),
+             *[fmt_num(c.mean(v)) if v in c.groups else "-" for c in comps]] for v in values]
+    lines = [md_table([f"`{q.factor}`", "jobs", *[f"mean {c.metric.label}" for c in comps]],
+                      rows), ""]
     if comps[0].follows:
         lines.append(f"(The jobs also differ in {', '.join(f'`{k}`' for k in comps[0].follows)}"
-                     ", which follows the value of "
-                     f"`{factor.leaf}` here: it is compared along with it.)\n")
+                     f", which follows the value of `{q.factor}` here: it is compared along "
+                     "with it.)\n")
     verdicts: dict = {}
     for c in comps:
         best = c.best_value()
-        won, total = c.wins(best)
-        others = [v for v in c.values if v != best]
-        word = "lower" if c.metric.lower_is_better else "higher"
-        diffs = ", ".join(f"{fmt_num(c.mean(best))} vs {fmt_num(c.mean(v))} for "
-                          f"`{names.get(v, fmt_value(v))}`" for v in others)
         if c.tied():
             lines.append(f"- {c.metric.label}: the same mean ({fmt_num(c.mean(best))}) for every "
                          "value.")
             continue
-        text = (f"- {c.metric.label}: `{names.get(best, fmt_value(best))}` has the {word} "
-                f"mean ({diffs})")
+        won, total = c.wins(best)
+        word = "lower" if c.metric.lower_is_better else "higher"
+        diffs = ", ".join(f"{fmt_num(c.mean(best))} vs {fmt_num(c.mean(v))} for `{name(v)}`"
+                          for v in c.values if v != best)
+        text = f"- {c.metric.label}: `{name(best)}` has the {word} mean ({diffs})"
         if total:
-            order = " vs ".join(f"`{names.get(v, fmt_value(v))}`" for v in c.values)
             pairs = "; ".join(
                 " vs ".join(f"#{by[v][0].name} {fmt_num(by[v][1])}" for v in c.values if v in by)
                 for _, by in c.matched)
             text += (f"; it is {'the ' if len(c.values) > 2 else ''}{word} in {won} of "
-                     f"{total} settings that differ only in `{factor.leaf}` ({order}: "
-                     f"{pairs}).")
+                     f"{total} settings that differ only in `{q.factor}` "
+                     f"({' vs '.join(f'`{name(v)}`' for v in c.values)}: {pairs}).")
         else:
             text += ("; no two jobs differ only in this factor, so the means mix other "
                      "settings and may be confounded.")
@@ -204,12 +182,6 @@ def _clear(c: Comparison, best, won: int, total: int) -> bool:
     return spread > REL_TOL * max(abs(c.mean(best)), 1e-12)
 
 
-def primary_metric(verdicts: dict, fallback: str) -> str:
-    """The metric an answer goes by: test AP, else val AP, where the jobs have it; the
-    loss only for sweeps without AP."""
-    return next((m.label for m in AP_METRICS if m.label in verdicts), fallback)
-
-
 def short_runs(jobs: Sequence[Job]) -> int | None:
     """The longest completed job's epochs, when even it is too short to tell."""
     epochs = [j.epochs() for j in jobs if j.ok and j.epochs() is not None]
@@ -217,16 +189,14 @@ def short_runs(jobs: Sequence[Job]) -> int | None:
     return longest if longest is not None and longest < MIN_EPOCHS else None
 
 
-def answer(verdicts: dict, names: dict | None = None,
-           primary: str = BEST_VAL_LOSS.label, short: int | None = None) -> str:
-    """The verdict on ``primary`` (see :func:`primary_metric`), with the metrics that
-    agree or not; ``short``: the runs' epochs, when too few to tell."""
-    names = names or {}
+def answer(verdicts: dict, names: dict | None = None, short: int | None = None) -> str:
+    """The verdict on the first metric that tells the values apart (the question lists
+    AP first, where the jobs have it), with the metrics that agree or not; ``short``: the
+    runs' epochs, when too few to tell."""
     if not verdicts:
         return ""
-    label = primary if primary in verdicts else next(iter(verdicts))
-    v = verdicts[label]
-    best = f"`{names.get(v['best'], fmt_value(v['best']))}`"
+    label, v = next(iter(verdicts.items()))
+    best = f"`{(names or {}).get(v['best'], fmt_value(v['best']))}`"
     agree = [k for k, w in verdicts.items() if k != label and w["best"] == v["best"]]
     disagree = [k for k, w in verdicts.items() if k != label and w["best"] != v["best"]]
     if short is not None:

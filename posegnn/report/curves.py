@@ -1,5 +1,5 @@
-"""Question 2 of the report: what each job's loss curves do (overfitting, a learning
-rate too high, both or neither)."""
+"""A curves question of the report: what each job's loss curves do (overfitting, a
+learning rate too high, both or neither)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posegnn.report.compare import LR, OPTIMIZER, REL_TOL, factor_value, fmt_value, jobs_list
+from posegnn.report.compare import REL_TOL, fmt_value, jobs_list, md_table
 from posegnn.report.sweep import Job
 
 
-# -- question 2: what the loss curves do --------------------------------------------------
 @dataclass
 class CurveDiagnosis:
     overfitting: bool
@@ -89,31 +88,31 @@ def job_diagnosis(job: Job) -> CurveDiagnosis:
     return diagnose_curves(job.curves.get("train/loss", nan), job.curves.get("val/loss", nan))
 
 
-def question_2(jobs: Sequence[Job], labels: dict[str, str]) -> str:
+def curves_answer(jobs: Sequence[Job], labels: dict[str, str], lr: str) -> str:
+    """What the loss curves of every job do, and how that follows the learning rate (the
+    config leaf ``lr``)."""
     done = [j for j in jobs if j.curves]
     if not done:
         return "No job has loss curves (csv/metrics.csv): run with `logger=csv` (the default)."
     diag = {j.name: job_diagnosis(j) for j in done}
-    lines = ["| job | lr | optimizer | pattern | curves |", "|---|---|---|---|---|"]
-    for j in done:
-        d = diag[j.name]
-        lines.append(f"| #{j.name} {labels[j.name]} | {fmt_value(factor_value(j, LR))} | "
-                     f"{factor_value(j, OPTIMIZER)} | **{d.pattern}** | {d.detail} |")
-    lines.append("")
+    short = lr.rsplit(".", 1)[-1]
+    lines = [md_table(["job", short, "pattern", "curves"],
+                      [[f"#{j.name} {labels[j.name]}", fmt_value(j.config.get(lr)),
+                        f"**{diag[j.name].pattern}**", diag[j.name].detail] for j in done]), ""]
     usable = [j for j in done if diag[j.name].usable]
     over = [j for j in usable if diag[j.name].overfitting]
     high = [j for j in usable if diag[j.name].lr_too_high]
-    lrs = sorted({factor_value(j, LR) for j in done if factor_value(j, LR) is not None})
+    lrs = sorted({j.config.get(lr) for j in done} - {None})
     if len(lrs) > 1 and usable:
-        for lr in lrs:
-            at = [j for j in usable if factor_value(j, LR) == lr]
-            n_high = sum(diag[j.name].lr_too_high for j in at)
-            n_over = sum(diag[j.name].overfitting for j in at)
-            lines.append(f"- lr {fmt_value(lr)}: {n_high}/{len(at)} jobs with a rising or "
-                         f"oscillating train loss, {n_over}/{len(at)} overfitting.")
+        for value in lrs:
+            at = [j for j in usable if j.config.get(lr) == value]
+            lines.append(f"- {short} {fmt_value(value)}: "
+                         f"{sum(diag[j.name].lr_too_high for j in at)}/{len(at)} jobs with a "
+                         "rising or oscillating train loss, "
+                         f"{sum(diag[j.name].overfitting for j in at)}/{len(at)} overfitting.")
         lines.append("")
     elif len(lrs) <= 1:
-        lines.append(f"- The learning rate is not swept (every job: lr "
+        lines.append(f"- The learning rate is not swept (every job: {short} "
                      f"{', '.join(fmt_value(v) for v in lrs) or 'unknown'}).\n")
     n_epochs = max((len(j.curves.get("epoch", [])) for j in usable), default=0)
     if not usable:
@@ -132,15 +131,15 @@ def question_2(jobs: Sequence[Job], labels: dict[str, str]) -> str:
             bits.append(f"overfitting in {jobs_list(over)} (val rises after its minimum "
                         "while train keeps falling)")
         answer = "**Answer:** " + "; ".join(bits) + "."
-        ulrs = sorted({factor_value(j, LR) for j in usable} - {None})
+        ulrs = sorted({j.config.get(lr) for j in usable} - {None})
         if high and len(ulrs) > 1:
-            rate = {lr: np.mean([diag[j.name].lr_too_high for j in usable
-                                 if factor_value(j, LR) == lr]) for lr in ulrs}
+            rate = {v: np.mean([diag[j.name].lr_too_high for j in usable
+                                if j.config.get(lr) == v]) for v in ulrs}
             lo, hi = ulrs[0], ulrs[-1]
             if rate[hi] > rate[lo]:
-                answer += (f" The unstable train loss is more frequent at lr {fmt_value(hi)}"
-                           f" ({rate[hi]:.0%} of its jobs) than at {fmt_value(lo)} "
-                           f"({rate[lo]:.0%}): the learning rate is the cause.")
+                answer += (f" The unstable train loss is more frequent at {short} "
+                           f"{fmt_value(hi)} ({rate[hi]:.0%} of its jobs) than at "
+                           f"{fmt_value(lo)} ({rate[lo]:.0%}): the learning rate is the cause.")
             else:
                 answer += (" It is not more frequent at the higher learning rate, so the "
                            "learning rate alone does not explain it.")

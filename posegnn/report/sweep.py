@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 from posegnn.callbacks.job_status import STATUS_FILE
 
 
-# -- reading a sweep ----------------------------------------------------------------------
 @dataclass
 class Job:
     """One job folder of a sweep, as far as it got."""
@@ -135,24 +134,20 @@ def _read_overrides(job_dir: Path, status: dict) -> list[str]:
     return []
 
 
+def _read_json(path: Path, notes: list[str]) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as e:
+        notes.append(f"{path}: unreadable ({e})")
+        return {}
+
+
 def load_job(job_dir: str | Path) -> Job:
     """Everything a job folder holds; a missing or broken file makes a note, not a crash."""
     job_dir = Path(job_dir)
-    status: dict = {}
     notes: list[str] = []
-    status_path = job_dir / STATUS_FILE
-    if status_path.is_file():
-        try:
-            status = json.loads(status_path.read_text())
-        except json.JSONDecodeError as e:
-            notes.append(f"{status_path}: unreadable ({e})")
-    metrics: dict = {}
-    metrics_path = job_dir / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except json.JSONDecodeError as e:
-            notes.append(f"{metrics_path}: unreadable ({e})")
+    status = _read_json(job_dir / STATUS_FILE, notes)
+    metrics = _read_json(job_dir / "metrics.json", notes)
     state = status.get("status")
     if state not in ("completed", "failed"):
         state = "completed" if metrics else "unknown"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from posegnn.checkpoints import load_module
+from posegnn.config import EvalConfig
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
@@ -15,24 +15,21 @@ from posegnn.io import write_metrics
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
+def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     """Evaluate gnn (with ``ckpt_path``), ae and oracle; write ``metrics.json`` and each
     grouping's COCO results into ``out_dir``."""
     out_dir = Path(out_dir)
-    graph = OmegaConf.to_container(cfg.graph, resolve=True)
-    groupings = OmegaConf.to_container(cfg.grouping, resolve=True)
+    graph, groupings = cfg.graph, cfg.grouping
     module = None
     if cfg.ckpt_path:
         module = load_module(cfg.ckpt_path)
-        trained = module.hparams.graph
-        if graph != trained:
+        if graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
-        graph = trained
-    elif "gnn" in groupings["run"]:
+        graph = module.graph_cfg
+    elif "gnn" in groupings.run:
         log.warning("no ckpt_path: evaluating the ae and oracle groupings only")
-        groupings["run"] = [g for g in groupings["run"] if g != "gnn"]
-    dm = PoseGraphDataModule(OmegaConf.to_container(cfg.data, resolve=True), graph,
-                             progress=cfg.progress)
+        groupings = replace(groupings, run=[g for g in groupings.run if g != "gnn"])
+    dm = PoseGraphDataModule(cfg.data, graph, progress=cfg.progress)
     dataset = dm.dataset(cfg.split)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,

@@ -8,9 +8,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from posegnn.checkpoints import load_module
+from posegnn.config import PredictConfig
 from posegnn.data.cache import build_graphs
 from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import DatasetError, PoseMapsDataset
@@ -21,18 +21,18 @@ from posegnn.io import write_json
 log = logging.getLogger(__name__)
 
 
-def predict(cfg: DictConfig, out_dir: str | Path | None = None) -> int:
+def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
     """Write the COCO results of ``cfg.method`` for ``cfg.input`` to ``cfg.out``;
     returns the number of people found. Graph settings come from the checkpoint.
     ``cfg.draw > 0`` also draws that many images' people into ``<out_dir>/figures/``."""
     module = load_module(cfg.ckpt_path) if cfg.ckpt_path else None
-    graph = GraphConfig(**module.hparams.graph) if module is not None else GraphConfig()
+    graph = module.graph_cfg if module is not None else GraphConfig()
     ds = PoseMapsDataset(cfg.input, require_annotations=False)
     graphs = build_graphs(ds, ds.image_ids, graph, desc="building graphs", progress=cfg.progress)
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
              if cfg.method == "gnn" else None)
-    settings = OmegaConf.to_container(cfg.groupings, resolve=True).get(cfg.method) or {}
+    settings = getattr(cfg.groupings, cfg.method, None)
     results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress)
     write_json(cfg.out, results)
     if cfg.draw > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -11,13 +12,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
-from omegaconf import DictConfig, OmegaConf
 
 from posegnn.callbacks.checkpoint import RunCheckpoint, RunSettings
 from posegnn.callbacks.figures import PredictionFigures
 from posegnn.callbacks.preemption import Preempted, SaveOnPreemption
 from posegnn.callbacks.val_ap import ValGroupingAP
 from posegnn.checkpoints import check_graph_compatible, check_resume, load_module, resume_state
+from posegnn.config import TrainConfig
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
@@ -27,34 +28,29 @@ from posegnn.models.module import PosegnnModule
 log = logging.getLogger(__name__)
 
 
-def build_datamodule(cfg: DictConfig, progress: bool = True) -> PoseGraphDataModule:
-    return PoseGraphDataModule(OmegaConf.to_container(cfg.data, resolve=True),
-                               OmegaConf.to_container(cfg.graph, resolve=True),
-                               progress=progress)
+def build_datamodule(cfg: TrainConfig, progress: bool = True) -> PoseGraphDataModule:
+    return PoseGraphDataModule(cfg.data, cfg.graph, progress=progress)
 
 
-def build_module(cfg: DictConfig, dm: PoseGraphDataModule) -> PosegnnModule:
+def build_module(cfg: TrainConfig, dm: PoseGraphDataModule) -> PosegnnModule:
     """A fresh module sized for the DataModule's graphs, or the weights of
     ``finetune_from`` (graph settings checked) with a new optimizer."""
-    graph = OmegaConf.to_container(cfg.graph, resolve=True)
     in_dim, edge_dim = dm.dims()
-    use_stats = graph["normalization"] == "dataset"
+    use_stats = cfg.graph.normalization == "dataset"
     module = PosegnnModule(
-        in_dim=in_dim, edge_dim=edge_dim, model=OmegaConf.to_container(cfg.model),
-        optimizer=OmegaConf.to_container(cfg.optimizer),
-        scheduler=OmegaConf.to_container(cfg.scheduler), loss=OmegaConf.to_container(cfg.loss),
-        graph=graph, layout=dm.layout.name,
+        in_dim=in_dim, edge_dim=edge_dim, model=cfg.model, optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler, loss=cfg.loss, graph=cfg.graph, layout=dm.layout.name,
         feature_mean=dm.feature_mean.tolist() if use_stats else None,
         feature_std=dm.feature_std.tolist() if use_stats else None)
     if cfg.finetune_from:
         source = load_module(cfg.finetune_from)
-        check_graph_compatible(source.hparams.graph, graph, cfg.finetune_from)
+        check_graph_compatible(source.graph_cfg, cfg.graph, cfg.finetune_from)
         module.net.load_state_dict(source.net.state_dict())
         log.info("fine-tuning from the weights of %s", cfg.finetune_from)
     return module
 
 
-def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
+def build_callbacks(cfg: TrainConfig, out_dir: Path) -> list[L.Callback]:
     c = cfg.callbacks
     callbacks: list[L.Callback] = [RunCheckpoint(
         dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor=c.monitor,
@@ -66,13 +62,11 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[L.Callback]:
     if "/AP" in c.monitor:
         every = 1  # the monitored metric must exist after every validation
     # every run logs val AP at its last epoch at least, so runs sort by AP in W&B
-    callbacks.append(ValGroupingAP(OmegaConf.to_container(cfg.grouping), every,
-                                   c.val_ap_max_images))
-    callbacks.append(RunSettings(OmegaConf.to_container(cfg.data, resolve=True),
-                                 OmegaConf.to_container(cfg.graph, resolve=True)))
+    callbacks.append(ValGroupingAP(cfg.grouping, every, c.val_ap_max_images))
+    callbacks.append(RunSettings(cfg.data, cfg.graph))
     if c.figures_every_n_epochs > 0:
         callbacks.append(PredictionFigures(c.figures_every_n_epochs, c.figures_num_images,
-                                           out_dir, OmegaConf.to_container(cfg.grouping.gnn)))
+                                           out_dir, cfg.grouping.gnn))
     if cfg.logger.csv or cfg.logger.tensorboard or cfg.logger.wandb.enabled:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     return callbacks
@@ -83,7 +77,7 @@ def run_name(overrides: list[str]) -> str:
     return ",".join(o for o in overrides if not o.startswith("hydra")) or "default"
 
 
-def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = None,
+def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = None,
           sweep_name: str | None = None) -> dict[str, float]:
     """The whole ``posegnn-train`` job; returns (and writes) its flat metrics."""
     out_dir = Path(out_dir)
@@ -104,10 +98,10 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
                             resume_epoch=resume_epoch)
     summary = ModelSummary(module, max_depth=3)
     for lg in loggers:
-        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True),
+        lg.log_hyperparams({**asdict(cfg),
                             "model_params": summary.total_parameters,
                             "model_summary": str(summary)})
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=loggers or False,
+    trainer = L.Trainer(**asdict(cfg.trainer), logger=loggers or False,
                         callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir),
                         plugins=[AtomicCheckpointIO()])
     metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in stats.items()}
@@ -159,12 +153,10 @@ def _last(checkpoints: ModelCheckpoint) -> str:
     return str(path) if checkpoints.dirpath and path.is_file() else "-"
 
 
-def check_resume_settings(cfg: DictConfig, out_dir: Path) -> int:
+def check_resume_settings(cfg: TrainConfig, out_dir: Path) -> int:
     """Refuse a resume whose data or graph settings differ from the checkpoint's (unless
     ``resume_allow_changes``); returns the epoch it resumes at."""
-    changed = check_resume(cfg.ckpt_path, OmegaConf.to_container(cfg.data, resolve=True),
-                           OmegaConf.to_container(cfg.graph, resolve=True),
-                           cfg.resume_allow_changes)
+    changed = check_resume(cfg.ckpt_path, cfg.data, cfg.graph, cfg.resume_allow_changes)
     if changed:
         log.warning("resuming with other settings (resume_allow_changes=true): %s",
                     "; ".join(changed))
@@ -173,7 +165,7 @@ def check_resume_settings(cfg: DictConfig, out_dir: Path) -> int:
     return epoch
 
 
-def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str | None,
+def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str | None,
          out_dir: Path) -> dict[str, float]:
     """Edge metrics and the three groupings on the test split, with the best weights."""
     module = load_module(ckpt) if ckpt else trainer.lightning_module
@@ -185,7 +177,7 @@ def test(cfg: DictConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str
     metrics = _scalars(tester.callback_metrics, prefix="test/")
     grouped = evaluate_groupings(
         dm.ground_truth("test"), dm.layout, dm.dataset("test"),
-        OmegaConf.to_container(cfg.grouping), module=module, prefix="test",
+        cfg.grouping, module=module, prefix="test",
         batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress)
     # AP, AP50, AP75, AP_hard, ... of every grouping: CSV row, TensorBoard, W&B summary
     metrics.update(grouped)

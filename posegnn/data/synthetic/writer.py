@@ -57,18 +57,6 @@ class SyntheticConfig:
     noise_ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
-def as_config(cfg) -> SyntheticConfig:
-    """A :class:`SyntheticConfig` from itself or a mapping (a Hydra ``DictConfig``)."""
-    if isinstance(cfg, SyntheticConfig):
-        return cfg
-    values = dict(cfg)
-    values["noise_ranges"] = {k: list(v) for k, v in dict(values.get("noise_ranges") or {}).items()}
-    noise = values.pop("noise", None) or {}
-    if not isinstance(noise, DetectorNoise):
-        noise = DetectorNoise(**dict(noise))
-    return SyntheticConfig(**values, noise=noise)
-
-
 def image_rng(seed: int, image_id: int, stream: int) -> np.random.Generator:
     """The generator of one image: independent of the other images and of the order."""
     return np.random.default_rng(np.random.SeedSequence([seed, image_id, stream]))
@@ -180,7 +168,7 @@ def _info(cfg: SyntheticConfig) -> dict:
     return {"description": "posegnn pose-maps dataset (simulated detector)", "config": conf}
 
 
-def generate_dataset(out: str | Path, cfg: SyntheticConfig | dict, progress: bool = True,
+def generate_dataset(out: str | Path, cfg: SyntheticConfig, progress: bool = True,
                      image_ids: list[int] | None = None, overwrite: bool = False) -> Path:
     """Generate a pose-maps dataset in ``out`` and return its path.
 
@@ -188,7 +176,6 @@ def generate_dataset(out: str | Path, cfg: SyntheticConfig | dict, progress: boo
     used, the first ``num_images`` in a seeded order. ``image_ids`` picks images
     explicitly (the same ids give the same images whatever else is generated).
     """
-    cfg = as_config(cfg)
     _check_config(cfg)
     out = Path(out)
     _check_out(out, overwrite)
