@@ -125,7 +125,8 @@ class Grouper:
         defaults = asdict(GNNGroupingConfig() if grouping == "gnn" else AEGroupingConfig())
         self.settings = {**defaults, **settings}
         self.name = grouping
-        self.grouping = build_grouping(grouping, layout=self.layout, **self.settings)
+        scorer = {"scorer": module.scorer} if grouping == "gnn" else {}
+        self.grouping = build_grouping(grouping, layout=self.layout, **self.settings, **scorer)
 
     def maps(self, heatmaps, tags, width: float | None = None, height: float | None = None,
              map_to_image=None) -> ImageMaps:

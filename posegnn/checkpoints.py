@@ -10,6 +10,7 @@ import torch
 from posegnn.callbacks.checkpoint import RUN_SETTINGS
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
+from posegnn.io import atomic_torch_save
 from posegnn.models.module import PosegnnModule
 
 # Data settings that say where files live or how they are read, not what the data is.
@@ -28,6 +29,15 @@ def load_module(path: str | Path, map_location: str = "cpu") -> PosegnnModule:
         raise FileNotFoundError(f"{path}: no such checkpoint")
     module = PosegnnModule.load_from_checkpoint(path, map_location=map_location)
     return module.eval()
+
+
+def store_person_scorer(path: str | Path, module: PosegnnModule) -> None:
+    """Write ``module``'s fitted person scorer into the checkpoint at ``path`` (in
+    place, atomically); everything else in the file stays as it was."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["state_dict"].update({f"person_scorer.{k}": v.cpu() for k, v in
+                               module.person_scorer.state_dict().items()})
+    atomic_torch_save(ckpt, path)
 
 
 def run_folder(ckpt_path: str | Path) -> Path | None:

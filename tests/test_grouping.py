@@ -419,7 +419,7 @@ def test_person_score_is_heat_times_mean_internal_pair_probability() -> None:
         GNNGrouping(num_joints=14, decoder="parallel_moves", unknown_prob=0.1)
 
 
-def test_candidates_unlikely_to_belong_join_nobody_and_learned_scores_use_them() -> None:
+def test_candidates_unlikely_to_belong_join_nobody() -> None:
     rng = np.random.default_rng(21)
     cands, person, pair_index, prob = noisy_scene(rng)
     vertex_prob = np.where(person >= 0, 0.9, 0.05)
@@ -429,19 +429,22 @@ def test_candidates_unlikely_to_belong_join_nobody_and_learned_scores_use_them()
         cands, pair_index=pair_index, prob=prob, vertex_prob=vertex_prob)
     assert (dropped.assignment[vertex_prob < 0.1] == -1).all()
     assert (kept.assignment[vertex_prob < 0.1] >= 0).any()
-    learned = GNNGrouping(num_joints=14, score="learned").group(
-        cands, pair_index=pair_index, prob=prob, vertex_prob=vertex_prob)
-    def by_members(people):
-        return {frozenset(np.flatnonzero(people.assignment == k)): people.scores[k]
-                for k in range(len(people))}
-    heat_x_prob, learned = by_members(kept), by_members(learned)
-    assert learned.keys() == heat_x_prob.keys()  # the same people, scored otherwise
-    for members, score in learned.items():
-        m = np.array(sorted(members))
-        weight = (cands.score[m] * vertex_prob[m]).sum() / cands.score[m].sum()
-        assert score == pytest.approx(heat_x_prob[members] * weight, rel=1e-4)
     with pytest.raises(ValueError, match="drop_below"):
         GNNGrouping(num_joints=14, drop_below=1.0)
     with pytest.raises(ValueError, match="vertex_prob"):
         GNNGrouping(num_joints=14).group(cands, pair_index=pair_index, prob=prob,
                                          vertex_prob=vertex_prob[:-1])
+
+
+def test_learned_scores_come_from_the_scorer_on_each_persons_own_features() -> None:
+    rng = np.random.default_rng(22)
+    cands, person, pair_index, prob = noisy_scene(rng)
+    count_joints = lambda features: features[:, :14].sum(1)  # noqa: E731 (present flags)
+    learned = GNNGrouping(num_joints=14, scorer=count_joints).group(
+        cands, pair_index=pair_index, prob=prob)
+    np.testing.assert_array_equal(learned.scores, (learned.keypoints[:, :, 2] > 0).sum(1))
+    unfitted = GNNGrouping(num_joints=14, scorer=lambda features: None).group(
+        cands, pair_index=pair_index, prob=prob)
+    heat_x_prob = GNNGrouping(num_joints=14, score="heat_x_prob").group(
+        cands, pair_index=pair_index, prob=prob)
+    np.testing.assert_array_equal(unfitted.scores, heat_x_prob.scores)

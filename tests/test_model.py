@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from omegaconf.errors import ConfigKeyError
@@ -241,3 +242,33 @@ def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
     vertices = build_vertices(ds.load_maps(ds.image_ids[0]), ds.layout, GraphConfig())
     with_edges = transform(vertices)
     assert "edge_index" in with_edges and "edge_index" not in vertices  # input untouched
+
+
+def test_the_person_scorer_learns_oks_and_travels_in_the_checkpoint(small_dataset, tmp_path):
+    from posegnn.checkpoints import store_person_scorer
+    from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
+    from posegnn.grouping.gnn import GNNGroupingConfig
+    from posegnn.models.person_scorer import fit_person_scorer
+
+    dm = PoseGraphDataModule(DataConfig(kind="maps", train=str(small_dataset),
+                                        val_fraction=0.25, cache_dir=str(tmp_path)),
+                             GraphConfig(), progress=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    in_dim, edge_dim = dm.dims()
+    L.seed_everything(0)
+    module = PosegnnModule(in_dim, edge_dim, model={"person_scorer": True},
+                           graph=GraphConfig(), num_joints=14)
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(module, datamodule=dm)
+    assert module.scorer is None  # not fitted yet: the grouping scores by heat
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    fit = fit_person_scorer(module, dm.dataset("train"), dm.ground_truth("train"), dm.layout,
+                            GNNGroupingConfig())
+    assert fit["people"] > 10 and fit["mse"] < 0.05
+    store_person_scorer(path, module)
+    loaded = load_module(path)
+    features = torch.rand(5, loaded.person_scorer.mean.shape[0]).numpy()
+    np.testing.assert_array_equal(loaded.scorer(features), module.scorer(features))
+    assert ((0 <= loaded.scorer(features)) & (loaded.scorer(features) <= 1)).all()

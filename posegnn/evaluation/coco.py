@@ -64,6 +64,23 @@ def oks(gt_keypoints: np.ndarray, area: float, pred: np.ndarray, sigmas: np.ndar
     return float(np.mean(np.exp(-e[labeled])))
 
 
+def best_oks(keypoints: np.ndarray, annotations: list[dict], sigmas: np.ndarray) -> np.ndarray:
+    """[P] each predicted person's (``keypoints`` [P, K, 3]) largest :func:`oks` with
+    the annotated people of its image (COCO annotations with ``keypoints`` and ``area``);
+    0 without any."""
+    best = np.zeros(len(keypoints))
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    for ann in annotations:
+        gt = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        labeled = gt[:, 2] > 0
+        if not labeled.any() or ann.get("iscrowd", 0):
+            continue
+        d2 = ((keypoints[:, labeled, :2] - gt[None, labeled, :2]) ** 2).sum(2)
+        e = d2 / ((2 * sigmas[labeled]) ** 2 * (float(ann["area"]) + np.spacing(1)) * 2)
+        np.maximum(best, np.exp(-e).mean(1), out=best)
+    return best
+
+
 def people_to_coco_results(image_id: int, people: People, category_id: int = 1) -> list[dict]:
     """COCO keypoint results of one image: ``[x, y, joint score] * K`` and the person score."""
     return [

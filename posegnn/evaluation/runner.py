@@ -73,13 +73,15 @@ def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
 
 
 def group_images(name: str, settings, layout: Layout, graphs: Sequence[Data],
-                 scores: list[EdgeScores] | None = None, progress: bool = False
-                 ) -> tuple[list[dict], float]:
+                 scores: list[EdgeScores] | None = None, progress: bool = False,
+                 scorer=None) -> tuple[list[dict], float]:
     """COCO results of one grouping over every (vertex) graph, and its seconds per image:
     everything after the candidates, so for ``gnn`` its ``scores``' share of pair
     building and model time plus the decoding. ``oracle`` uses the ground truth.
-    ``settings``: the grouping's settings dataclass (``grouping.gnn``, ...) or None."""
-    grouping = build_grouping(name, settings, layout=layout)
+    ``settings``: the grouping's settings dataclass (``grouping.gnn``, ...) or None;
+    ``scorer``: gnn's person scorer (a module's ``scorer``), for ``score=learned``."""
+    grouping = build_grouping(name, settings, layout=layout,
+                              **({"scorer": scorer} if name == "gnn" else {}))
     results: list[dict] = []
     elapsed = 0.0
     for i, g in enumerate(tqdm(graphs, desc=f"grouping {name}", disable=not progress,
@@ -120,7 +122,8 @@ def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cf
         metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
     for name in names:
         settings = getattr(grouping_cfg, name, None)
-        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress)
+        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress,
+                                    scorer=module.scorer if module is not None else None)
         found = evaluate_keypoints(gt, results, layout.sigma_array,
                                    max_dets=grouping_cfg.max_dets)
         metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})

@@ -28,6 +28,7 @@ the linkage); ``unknown_prob`` gives them a probability instead (dense decoders 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ import numpy as np
 from posegnn.choices import SettingError, one_of
 from posegnn.grouping.base import Grouping, heat_score, people_from_assignment
 from posegnn.grouping.parallel_moves import parallel_moves_decode
+from posegnn.grouping.person_features import person_features
 from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
 
@@ -234,7 +236,9 @@ class GNNGroupingConfig:
     linkage: str = "mean"  # greedy merges: mean | min | max pair probability
     unknown_prob: float | None = None  # dense decoders: probability of unscored pairs
     min_keypoints: int = 1  # smaller people are dropped
-    score: str = "heat_x_prob"  # person score: heat_x_prob | heat | learned
+    # person score: learned (the checkpoint's person scorer; heat_x_prob without one) |
+    # heat_x_prob | heat
+    score: str = "learned"
     max_moves: int | None = None  # local_moves: stop after this many moves
     # from a model with a vertex head (model.vertex_head): candidates less likely than this
     # to belong to anybody are left out (0 keeps them all)
@@ -263,9 +267,10 @@ class GNNGrouping(Grouping):
     Person score: mean heat over all K joints (missing count 0) times the mean observed
     probability of the person's internal pairs (1 for a single candidate) when
     ``score="heat_x_prob"``, the heat term alone with ``score="heat"``. ``score="learned"``
-    weighs each joint's heat by the model's probability that the candidate belongs to a
-    person (``vertex_prob``, from a model with a vertex head; without it, as heat_x_prob).
-    Candidates with ``vertex_prob`` below ``drop_below`` join nobody.
+    is the expected OKS that ``scorer`` (a fitted :class:`~posegnn.models.person_scorer.
+    PersonScorer`'s ``score``) gives the person's features; heat_x_prob without one.
+    Candidates with ``vertex_prob`` (from a model with a vertex head) below
+    ``drop_below`` join nobody.
     """
 
     name = "gnn"
@@ -275,7 +280,8 @@ class GNNGrouping(Grouping):
                  linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
                  min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
                  max_moves: int | None = _GNN.max_moves,
-                 drop_below: float = _GNN.drop_below) -> None:
+                 drop_below: float = _GNN.drop_below,
+                 scorer: Callable[[np.ndarray], np.ndarray | None] | None = None) -> None:
         super().__init__(layout, num_joints, min_keypoints)
         GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
                           unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
@@ -287,6 +293,7 @@ class GNNGrouping(Grouping):
         self.score = score
         self.max_moves = max_moves
         self.drop_below = float(drop_below)
+        self.scorer = scorer
 
     def decode(self, p: np.ndarray, known: np.ndarray, joint: np.ndarray) -> np.ndarray:
         """Cluster label per candidate from dense probabilities."""
@@ -321,21 +328,13 @@ class GNNGrouping(Grouping):
         people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
         if self.score == "heat":
             return people
-        heat = (heat_score(people.keypoints) if self.score == "heat_x_prob" or vertex_prob is None
-                else belonging_heat(cands, vertex_prob, people.assignment, self.num_joints))
-        people.scores = (heat * internal_probability(pair_index, prob, people.assignment,
-                                                     len(people))).astype(np.float32)
+        learned = None
+        if self.score == "learned" and self.scorer is not None:
+            learned = self.scorer(person_features(people, pair_index, prob))
+        people.scores = (learned if learned is not None else heat_score(people.keypoints)
+                         * internal_probability(pair_index, prob, people.assignment,
+                                                len(people))).astype(np.float32)
         return people
-
-
-def belonging_heat(cands: Candidates, vertex_prob: np.ndarray, assignment: np.ndarray,
-                   num_joints: int) -> np.ndarray:
-    """Per person, the mean over all K joints of heat times the probability that the
-    candidate belongs to a person (missing joints count 0)."""
-    member = assignment >= 0
-    sums = np.bincount(assignment[member], weights=cands.score[member] * vertex_prob[member],
-                       minlength=int(assignment.max(initial=-1)) + 1)
-    return sums / num_joints
 
 
 def internal_probability(pair_index: np.ndarray, prob: np.ndarray,

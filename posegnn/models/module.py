@@ -19,7 +19,9 @@ from torchmetrics.classification import (
 
 from posegnn.choices import one_of, typed
 from posegnn.data.graph import GraphConfig
+from posegnn.layouts import get_layout
 from posegnn.models.network import EdgeGNN, ModelConfig
+from posegnn.models.person_scorer import PersonScorer
 
 STAGES = ("train", "val", "test")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -79,7 +81,8 @@ class PosegnnModule(L.LightningModule):
                  scheduler: SchedulerConfig | dict | None = None,
                  loss: LossConfig | dict | None = None, graph: GraphConfig | dict | None = None,
                  layout: str = "crowdpose14", feature_mean: list[float] | None = None,
-                 feature_std: list[float] | None = None) -> None:
+                 feature_std: list[float] | None = None, num_joints: int | None = None
+                 ) -> None:
         super().__init__()
         self.model_cfg = typed(ModelConfig, model)
         self.optim_cfg = typed(OptimizerConfig, optimizer)
@@ -90,11 +93,14 @@ class PosegnnModule(L.LightningModule):
             "in_dim": in_dim, "edge_dim": edge_dim, "model": asdict(self.model_cfg),
             "optimizer": asdict(self.optim_cfg), "scheduler": asdict(self.sched_cfg),
             "loss": asdict(self.loss_cfg), "graph": asdict(self.graph_cfg), "layout": layout,
-            "feature_mean": feature_mean, "feature_std": feature_std})
+            "feature_mean": feature_mean, "feature_std": feature_std,
+            "num_joints": num_joints})
         self.net = EdgeGNN(self.model_cfg, in_dim, edge_dim)
         if feature_mean is not None and feature_std is not None:
             self.net.feature_mean.copy_(torch.tensor(feature_mean))
             self.net.feature_std.copy_(torch.tensor(feature_std))
+        self.person_scorer = (PersonScorer(num_joints or get_layout(layout).num_joints)
+                              if self.model_cfg.person_scorer else None)
         self.metrics = torch.nn.ModuleDict({f"{s}_edges": edge_metrics() for s in STAGES})
         if self.model_cfg.vertex_head:
             self.metrics.update({f"{s}_vertices": BinaryAccuracy() for s in STAGES})
@@ -106,6 +112,12 @@ class PosegnnModule(L.LightningModule):
     @torch.no_grad()
     def edge_probabilities(self, batch) -> Tensor:
         return torch.sigmoid(self(batch))
+
+    @property
+    def scorer(self):
+        """The fitted person scorer's ``score`` (features -> expected OKS), or None."""
+        fitted = self.person_scorer is not None and bool(self.person_scorer.fitted)
+        return self.person_scorer.score if fitted else None
 
     @torch.no_grad()
     def probabilities(self, batch) -> tuple[Tensor, Tensor | None]:
@@ -166,7 +178,7 @@ class PosegnnModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim_cfg
-        params = self.parameters()
+        params = self.net.parameters()  # the person scorer is fitted apart
         if o.name == "adam":
             opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         elif o.name == "adamw":

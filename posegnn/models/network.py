@@ -33,6 +33,9 @@ class ModelConfig:
     # a vertex output: the probability that a candidate belongs to some person (0 marks a
     # false peak); the gnn grouping can leave such candidates out and score people by it
     vertex_head: bool = False
+    # a person scorer (posegnn.models.person_scorer), fitted after training on the training
+    # split's people: each person's expected OKS becomes its score (grouping.gnn.score)
+    person_scorer: bool = False
 
     def __post_init__(self) -> None:
         one_of("model.conv", self.conv, CONVS)

@@ -17,13 +17,20 @@ from posegnn.callbacks.checkpoint import RunCheckpoint, RunSettings
 from posegnn.callbacks.figures import PredictionFigures
 from posegnn.callbacks.preemption import Preempted, SaveOnPreemption
 from posegnn.callbacks.val_ap import ValGroupingAP
-from posegnn.checkpoints import check_graph_compatible, check_resume, load_module, resume_state
+from posegnn.checkpoints import (
+    check_graph_compatible,
+    check_resume,
+    load_module,
+    resume_state,
+    store_person_scorer,
+)
 from posegnn.config import TrainConfig
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
 from posegnn.models.module import PosegnnModule
+from posegnn.models.person_scorer import fit_person_scorer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,8 @@ def build_module(cfg: TrainConfig, dm: PoseGraphDataModule) -> PosegnnModule:
         in_dim=in_dim, edge_dim=edge_dim, model=cfg.model, optimizer=cfg.optimizer,
         scheduler=cfg.scheduler, loss=cfg.loss, graph=cfg.graph, layout=dm.layout.name,
         feature_mean=dm.feature_mean.tolist() if use_stats else None,
-        feature_std=dm.feature_std.tolist() if use_stats else None)
+        feature_std=dm.feature_std.tolist() if use_stats else None,
+        num_joints=dm.layout.num_joints)
     if cfg.finetune_from:
         source = load_module(cfg.finetune_from)
         check_graph_compatible(source.graph_cfg, cfg.graph, cfg.finetune_from)
@@ -117,6 +125,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
         metrics.update(_scalars(trainer.callback_metrics))
         best = trainer.checkpoint_callback.best_model_path
         metrics["best_model_score"] = _float(trainer.checkpoint_callback.best_model_score)
+        if cfg.model.person_scorer:
+            metrics.update(fit_scorer_into(best or None, trainer, dm, cfg))
         if cfg.test and "test" in dm.available_splits():
             metrics.update(test(cfg, dm, trainer, best or None, out_dir))
         elif cfg.test:
@@ -163,6 +173,21 @@ def check_resume_settings(cfg: TrainConfig, out_dir: Path) -> int:
     epoch = resume_state(cfg.ckpt_path)["epoch"]
     log.info("resuming %s after %d epoch(s), in %s", cfg.ckpt_path, epoch, out_dir)
     return epoch
+
+
+def fit_scorer_into(ckpt: str | None, trainer: L.Trainer, dm: PoseGraphDataModule,
+                    cfg: TrainConfig) -> dict[str, float]:
+    """Fit the person scorer of the best weights (``ckpt``, else the trained module) on
+    the training split's people, and store it in that checkpoint."""
+    module = load_module(ckpt) if ckpt else trainer.lightning_module
+    start = time.perf_counter()
+    fit = fit_person_scorer(module, dm.dataset("train"), dm.ground_truth("train"), dm.layout,
+                            cfg.grouping.gnn, dm.cfg.batch_size, cfg.progress)
+    log.info("person scorer fitted on %d training people (mean OKS %.3f, mse %.4f) in %.1f s",
+             fit["people"], fit["mean_oks"], fit["mse"], time.perf_counter() - start)
+    if ckpt and trainer.is_global_zero:
+        store_person_scorer(ckpt, module)
+    return {f"person_scorer/{k}": v for k, v in fit.items()}
 
 
 def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str | None,
