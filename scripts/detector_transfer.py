@@ -3,9 +3,9 @@
     python scripts/detector_transfer.py --ckpt fixed=RUN_A/checkpoints/best.ckpt \\
         --ckpt varied=RUN_B/checkpoints/best.ckpt --out outputs/transfer
 
-Generates one synthetic test set per detector setting below (300 mixed-crowd images each,
-every setting outside the training ranges of ``data=synthetic_varied``), evaluates each
-checkpoint's gnn grouping on it with ``posegnn-eval`` (ae and oracle once per setting) and
+Generates one synthetic test set per detector setting below (300 mixed-crowd images each;
+every setting but the first lies outside the default training ranges,
+``data.synthetic.noise_ranges``), evaluates each checkpoint's gnn grouping on it with ``posegnn-eval`` (ae and oracle once per setting) and
 prints a markdown table of AP and AP_hard. Results are kept under ``--out``: rerunning
 reuses the generated data and finished evaluations.
 """
@@ -22,7 +22,7 @@ from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_data
 
 # name -> (DetectorNoise changes, map sizes (heatmap, tag) or None for 256/128)
 SETTINGS: dict[str, tuple[dict, tuple[int, int] | None]] = {
-    "training detector (in domain)": ({}, None),
+    "the default test detector (in domain)": ({}, None),
     "nearly clean tags": ({"tag_noise": 0.01, "crowd_confusion": 0.0}, None),
     "tags hostile to ae": ({"tag_noise": 0.5, "crowd_confusion": 0.8}, None),
     "many false peaks and swaps": ({"false_positive_rate": 2.0, "swap_rate": 0.12}, None),

@@ -22,6 +22,7 @@ from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+from posegnn.data.synthetic.detector import TRAINING_RANGES
 from posegnn.data.synthetic.scene import CROWDS
 from posegnn.io import file_lock
 from posegnn.layouts import LAYOUTS
@@ -43,8 +44,11 @@ class SyntheticSplits:
     layout: str = SyntheticConfig.layout
     noise: DetectorNoise = field(default_factory=DetectorNoise)
     # the training split's detector varies per image within these ranges (see
-    # SyntheticConfig.noise_ranges); validation and test keep ``noise``
-    noise_ranges: dict[str, list[float]] = field(default_factory=dict)
+    # SyntheticConfig.noise_ranges); validation and test keep ``noise``.
+    # vary_detector=false trains on ``noise`` alone.
+    vary_detector: bool = True
+    noise_ranges: dict[str, list[float]] = field(
+        default_factory=lambda: {k: list(v) for k, v in TRAINING_RANGES.items()})
 
     def __post_init__(self) -> None:
         one_of("data.synthetic.crowd", self.crowd, CROWDS)
@@ -153,7 +157,8 @@ class PoseGraphDataModule(L.LightningDataModule):
         offset = SPLITS.index(split)
         spec = SyntheticConfig(num_images=n, seed=syn.seed * 1000 + offset, crowd=syn.crowd,
                                layout=syn.layout, poses=self.cfg.poses, noise=syn.noise,
-                               noise_ranges=syn.noise_ranges if split == "train" else {})
+                               noise_ranges=syn.noise_ranges
+                               if split == "train" and syn.vary_detector else {})
         if self.cfg.kind == "poses" and not self.cfg.poses:
             raise DatasetError("data=crowdpose_poses draws its people from a CrowdPose or COCO "
                                "keypoint file: add data.poses=/path/to/crowdpose_val.json")

@@ -46,6 +46,14 @@ class DetectorNoise:
 
 # What ``noise_ranges`` may vary per image besides the DetectorNoise fields.
 RESOLUTION = "heatmap_size"
+# The default training detector's per-image ranges (data.synthetic.noise_ranges): wide, so
+# that a model does not learn one detector's habits (RESULTS.md, "Maps from a detector it
+# never saw"); the fixed test detector's settings lie inside them.
+TRAINING_RANGES = {
+    "tag_noise": [0.03, 0.35], "crowd_confusion": [0.0, 0.6], "miss_rate": [0.0, 0.12],
+    "jitter": [0.003, 0.025], "false_positive_rate": [0.1, 1.2], "swap_rate": [0.0, 0.08],
+    "merge_distance": [0.5, 3.0], "heat_sigma": [1.5, 3.0], "peak_height": [0.6, 0.95],
+    RESOLUTION: [160.0, 320.0]}
 
 
 def check_noise_ranges(ranges: dict[str, list[float]]) -> None:
