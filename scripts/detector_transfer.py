@@ -5,9 +5,10 @@
 
 Generates one synthetic test set per detector setting below (300 mixed-crowd images each;
 every setting but the first lies outside the default training ranges,
-``data.synthetic.noise_ranges``), evaluates each checkpoint's gnn grouping on it with ``posegnn-eval`` (ae and oracle once per setting) and
-prints a markdown table of AP and AP_hard. Results are kept under ``--out``: rerunning
-reuses the generated data and finished evaluations.
+``data.synthetic.noise_ranges``), evaluates each checkpoint's gnn grouping on it with
+``posegnn-eval`` (ae and oracle once per setting) and prints a markdown table of AP and
+AP_hard. Results are kept under ``--out``: rerunning reuses the generated data and
+finished evaluations.
 """
 
 from __future__ import annotations
