@@ -32,6 +32,7 @@ from posegnn.data.maps import DatasetError, ImageMaps, PoseMapsDataset
 from posegnn.evaluation.runner import candidates_of
 from posegnn.grouping import build_grouping
 from posegnn.layouts import Layout, get_layout
+from posegnn.pretrained import shipped_checkpoint
 from posegnn.types import People
 
 __all__ = ["Grouper", "RunResult", "compose", "datamodule", "load_grouper", "read_dataset",
@@ -174,8 +175,12 @@ class Grouper:
 
 def load_grouper(ckpt_path: str | Path | None = None, grouping: str = "gnn",
                  map_location: str = "cpu", **settings) -> Grouper:
-    """A :class:`Grouper` from a checkpoint (model in eval mode), with the CLI's grouping
+    """A :class:`Grouper` from a checkpoint (model in eval mode; without one, gnn takes
+    the model shipped for ``layout=``, crowdpose14 by default), with the CLI's grouping
     settings unless ``settings`` (``threshold=``, ``decoder=``, ...) say otherwise.
     ``grouping="ae"`` needs no checkpoint (pass ``layout=`` for coco17)."""
+    if ckpt_path is None and grouping == "gnn":
+        layout = settings.get("layout") or "crowdpose14"
+        ckpt_path = shipped_checkpoint(layout if isinstance(layout, str) else layout.name)
     module = load_module(ckpt_path, map_location) if ckpt_path is not None else None
     return Grouper(module, grouping=grouping, **settings)

@@ -158,7 +158,7 @@ class EvalConfig(RunConfig):
     """``posegnn-eval``: all groupings side by side on a test split."""
 
     seed: int = 0
-    ckpt_path: str | None = None  # needed for the gnn grouping
+    ckpt_path: str | None = None  # the gnn model; None: the one shipped for the layout
     split: str = "test"
     data: DataConfig = field(default_factory=DataConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
@@ -169,7 +169,7 @@ class EvalConfig(RunConfig):
 class PredictConfig(RunConfig):
     """``posegnn-predict``: COCO results for a dataset without annotations."""
 
-    ckpt_path: str | None = None
+    ckpt_path: str | None = None  # the gnn model; None: the one shipped for the layout
     input: str | None = None
     out: str | None = None
     # gnn or ae (``grouping=`` would name the config group of their settings)

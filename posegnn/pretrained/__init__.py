@@ -19,13 +19,14 @@ HERE = Path(__file__).resolve().parent
 KEPT = ("state_dict", "hyper_parameters", "pytorch-lightning_version")
 
 
-def pretrained_checkpoint(layout: str) -> Path:
+def shipped_checkpoint(layout: str) -> Path:
     """The shipped checkpoint of ``layout``, or a clear error naming the ones there are."""
     path = HERE / f"{layout}.ckpt"
     if not path.is_file():
         there = sorted(p.stem for p in HERE.glob("*.ckpt"))
-        raise FileNotFoundError(f"no shipped model for layout {layout!r} (shipped: "
-                                f"{', '.join(there) or 'none'}); give ckpt_path=")
+        raise FileNotFoundError(
+            f"no shipped model for layout {layout!r} (shipped: {', '.join(there) or 'none'}); "
+            "give ckpt_path=, or leave gnn out with grouping.run=[ae,oracle]")
     return path
 
 

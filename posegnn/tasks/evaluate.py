@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from posegnn.checkpoints import load_module
@@ -11,25 +10,24 @@ from posegnn.config import EvalConfig
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
+from posegnn.pretrained import shipped_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
-    """Evaluate gnn (with ``ckpt_path``), ae and oracle; write ``metrics.json`` and each
+    """Evaluate gnn (``ckpt_path``, else the model shipped for the data's layout), ae and
+    oracle; write ``metrics.json`` and each
     grouping's COCO results into ``out_dir``."""
     out_dir = Path(out_dir)
-    graph, groupings = cfg.graph, cfg.grouping
+    groupings = cfg.grouping
+    dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress)
     module = None
-    if cfg.ckpt_path:
-        module = load_module(cfg.ckpt_path)
-        if graph != module.graph_cfg:
+    if cfg.ckpt_path or "gnn" in groupings.run:
+        module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name))
+        if cfg.graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
-        graph = module.graph_cfg
-    elif "gnn" in groupings.run:
-        log.warning("no ckpt_path: evaluating the ae and oracle groupings only")
-        groupings = replace(groupings, run=[g for g in groupings.run if g != "gnn"])
-    dm = PoseGraphDataModule(cfg.data, graph, progress=cfg.progress)
+        dm.graph_cfg = module.graph_cfg
     dataset = dm.dataset(cfg.split)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,

@@ -17,6 +17,7 @@ from posegnn.data.maps import DatasetError, PoseMapsDataset
 from posegnn.evaluation.runner import edge_probabilities, group_images
 from posegnn.figures import draw_people, save_figure
 from posegnn.io import write_json
+from posegnn.pretrained import shipped_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,11 @@ def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
     """Write the COCO results of ``cfg.method`` for ``cfg.input`` to ``cfg.out``;
     returns the number of people found. Graph settings come from the checkpoint.
     ``cfg.draw > 0`` also draws that many images' people into ``<out_dir>/figures/``."""
-    module = load_module(cfg.ckpt_path) if cfg.ckpt_path else None
-    graph = module.graph_cfg if module is not None else GraphConfig()
     ds = PoseMapsDataset(cfg.input, require_annotations=False)
+    module = None
+    if cfg.ckpt_path or cfg.method == "gnn":
+        module = load_module(cfg.ckpt_path or shipped_checkpoint(ds.layout.name))
+    graph = module.graph_cfg if module is not None else GraphConfig()
     graphs = build_graphs(ds, ds.image_ids, graph, desc="building graphs", progress=cfg.progress)
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
