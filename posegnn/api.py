@@ -155,10 +155,11 @@ class Grouper:
         graph = self.edges(build_vertices(maps, self.layout, self.graph_cfg))
         cands = candidates_of(graph)
         if self.name == "ae":
-            return self.grouping.group(cands)
+            return self.grouping.group(cands, maps=maps)
         batch = Batch.from_data_list([graph]).to(self.module.device)
         prob = self.module.edge_probabilities(batch).cpu().numpy()
-        return self.grouping.group(cands, pair_index=graph.pair_index.numpy(), prob=prob)
+        return self.grouping.group(cands, pair_index=graph.pair_index.numpy(), prob=prob,
+                                   maps=maps)
 
     def __repr__(self) -> str:
         return f"Grouper({self.name}, layout={self.layout.name}, {self.settings})"

@@ -94,7 +94,8 @@ class PredictionFigures(L.Callback):
             examples = []
             for g, s in list(zip(graphs, scores, strict=True))[:self.num_images]:
                 cands = candidates_of(g)
-                people = grouping.group(cands, pair_index=s.pair_index, prob=s.prob)
+                maps = source.load_maps(int(g.image_id)) if grouping.needs_maps else None
+                people = grouping.group(cands, pair_index=s.pair_index, prob=s.prob, maps=maps)
                 examples.append(make_example(source, int(g.image_id), people, cands.pos))
             paths["val/examples"] = save_figure(
                 draw_examples(examples, dm.layout),

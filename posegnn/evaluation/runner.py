@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +14,15 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphList
+from posegnn.data.maps import ImageMaps
 from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import build_grouping
 from posegnn.io import write_json
 from posegnn.layouts import Layout
 from posegnn.types import Candidates
+
+# the maps of one image, by image id (e.g. PoseMapsDataset.load_maps)
+MapsReader = Callable[[int], ImageMaps]
 
 
 def candidates_of(graph: Data) -> Candidates:
@@ -67,12 +71,17 @@ def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
 
 
 def group_images(name: str, settings: dict, layout: Layout, graphs: Sequence[Data],
-                 scores: list[EdgeScores] | None = None, progress: bool = False
-                 ) -> tuple[list[dict], float]:
+                 scores: list[EdgeScores] | None = None, progress: bool = False,
+                 maps: MapsReader | None = None) -> tuple[list[dict], float]:
     """COCO results of one grouping over every (vertex) graph, and its seconds per image:
     everything after the candidates, so for ``gnn`` its ``scores``' share of pair
-    building and model time plus the decoding. ``oracle`` uses the ground truth."""
+    building and model time plus the decoding. ``oracle`` uses the ground truth.
+    With ``adjust`` or ``refine`` on, each image's maps are read with ``maps`` (reading
+    is not timed; the steps are)."""
     grouping = build_grouping(name, layout=layout, **settings)
+    if grouping.needs_maps and maps is None:
+        raise ValueError(f"grouping.{name}.adjust/refine need the images' maps, which this "
+                         "run does not read")
     results: list[dict] = []
     elapsed = 0.0
     for i, g in enumerate(tqdm(graphs, desc=f"grouping {name}", disable=not progress,
@@ -83,6 +92,8 @@ def group_images(name: str, settings: dict, layout: Layout, graphs: Sequence[Dat
         elif name == "gnn":
             kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob}
             elapsed += scores[i].seconds
+        if grouping.needs_maps:
+            kwargs["maps"] = maps(int(g.image_id))
         start = time.perf_counter()
         people = grouping.group(candidates_of(g), **kwargs)
         elapsed += time.perf_counter() - start
@@ -99,11 +110,12 @@ def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
 
 def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cfg: dict,
                        module=None, prefix: str = "test", batch_size: int = 8,
-                       results_dir: Path | None = None, progress: bool = False
-                       ) -> dict[str, float]:
+                       results_dir: Path | None = None, progress: bool = False,
+                       maps: MapsReader | None = None) -> dict[str, float]:
     """Flat metrics ``{prefix}/{grouping}/{AP,...}`` of every grouping in
     ``grouping_cfg['run']`` (gnn only with a module), writing each one's COCO results
-    to ``results_dir`` when given."""
+    to ``results_dir`` when given. ``maps`` reads an image's maps, for the groupings
+    with ``adjust`` or ``refine`` on (only they read them)."""
     names = [n for n in grouping_cfg["run"] if n != "gnn" or module is not None]
     scores = None
     metrics: dict[str, float] = {}
@@ -112,7 +124,8 @@ def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cf
         metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
     for name in names:
         settings = dict(grouping_cfg.get(name) or {})
-        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress)
+        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress,
+                                    maps)
         found = evaluate_keypoints(gt, results, layout.sigma_array,
                                    max_dets=grouping_cfg.get("max_dets", 20))
         metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from posegnn.data.maps import ImageMaps
+from posegnn.grouping.refine import refine_people
 from posegnn.layouts import Layout, get_layout
 from posegnn.types import Candidates, People
 
@@ -93,19 +95,33 @@ class Grouping(ABC):
     """Candidates (+ pair probabilities, + ground truth) of one image in, people out.
 
     Subclasses implement :meth:`_group` on candidates given in canonical order; this
-    class handles the reordering and returns people sorted by descending score.
+    class handles the reordering, applies HigherHRNet's ``adjust`` and ``refine`` when
+    asked (:mod:`posegnn.grouping.refine`: they need the image's ``maps``) and returns
+    people sorted by descending score.
     """
 
     name = "base"
 
     def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 min_keypoints: int = 1) -> None:
+                 min_keypoints: int = 1, *, adjust: bool, refine: bool) -> None:
         self.layout, self.num_joints = resolve_layout(layout, num_joints)
         self.min_keypoints = int(min_keypoints)
+        self.adjust = bool(adjust)
+        self.refine = bool(refine)
+
+    @property
+    def needs_maps(self) -> bool:
+        """Whether :meth:`group` needs the image's maps (``adjust`` or ``refine`` is on)."""
+        return self.adjust or self.refine
 
     def group(self, cands: Candidates, *, pair_index: np.ndarray | None = None,
-              prob: np.ndarray | None = None, person: np.ndarray | None = None) -> People:
-        """Assemble people from ``cands``; see the subclass for which inputs it needs."""
+              prob: np.ndarray | None = None, person: np.ndarray | None = None,
+              maps: ImageMaps | None = None) -> People:
+        """Assemble people from ``cands``; see the subclass for which inputs it needs.
+        ``maps`` (the image's heatmaps and tags) is read only by ``adjust``/``refine``."""
+        if self.needs_maps and maps is None:
+            raise ValueError(f"grouping.{self.name}: adjust and refine read the image's "
+                             "maps; pass maps= to group()")
         n = len(cands)
         if n == 0:
             return People.empty(self.num_joints, 0)
@@ -128,7 +144,10 @@ class Grouping(ABC):
                              person=person)
         assignment = np.full(n, -1, np.int64)
         assignment[order] = people.assignment
-        return sort_people(People(people.keypoints, people.scores, assignment))
+        people = People(people.keypoints, people.scores, assignment)
+        if self.needs_maps:
+            people = refine_people(people, cands, maps, self.adjust, self.refine)
+        return sort_people(people)
 
     __call__ = group
 

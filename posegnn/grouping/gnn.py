@@ -236,6 +236,9 @@ class GNNGroupingConfig:
     min_keypoints: int = 1  # smaller people are dropped
     score: str = "heat_x_prob"  # person score: heat_x_prob | heat
     max_moves: int | None = None  # local_moves: stop after this many moves
+    # HigherHRNet's steps after grouping, as for ae (posegnn.grouping.refine)
+    adjust: bool = False
+    refine: bool = False
 
     def __post_init__(self) -> None:
         one_of("grouping.gnn.decoder", self.decoder, DECODERS)
@@ -266,8 +269,9 @@ class GNNGrouping(Grouping):
                  threshold: float = _GNN.threshold, decoder: str = _GNN.decoder,
                  linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
                  min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
-                 max_moves: int | None = _GNN.max_moves) -> None:
-        super().__init__(layout, num_joints, min_keypoints)
+                 max_moves: int | None = _GNN.max_moves, adjust: bool = _GNN.adjust,
+                 refine: bool = _GNN.refine) -> None:
+        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
         GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
                           unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
                           max_moves=max_moves)  # checks every setting

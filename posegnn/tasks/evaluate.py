@@ -36,7 +36,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     dataset = dm.dataset(cfg.split)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
-                                 results_dir=out_dir, progress=cfg.progress)
+                                 results_dir=out_dir, progress=cfg.progress,
+                                 maps=dm.source(cfg.split)[0].load_maps)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))

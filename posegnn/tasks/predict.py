@@ -33,7 +33,8 @@ def predict(cfg: DictConfig, out_dir: str | Path | None = None) -> int:
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
              if cfg.method == "gnn" else None)
     settings = OmegaConf.to_container(cfg.groupings, resolve=True).get(cfg.method) or {}
-    results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress)
+    results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress,
+                              ds.load_maps)
     write_json(cfg.out, results)
     if cfg.draw > 0:
         figures = Path(out_dir if out_dir is not None else Path(cfg.out).parent) / "figures"
