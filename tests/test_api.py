@@ -58,7 +58,7 @@ def test_grouper_matches_the_evaluation_pipeline(doc_example, monkeypatch):
     test = dm.dataset("test")
     scores = edge_probabilities(grouper.module, test)
     results, _ = group_images("gnn", asdict(GNNGroupingConfig()), dm.layout, test.graphs,
-                              scores)
+                              scores, maps=dm.source("test")[0].load_maps)
     image_id = int(test.graphs[0].image_id)
     expected = sorted((r["score"], r["keypoints"]) for r in results
                       if r["image_id"] == image_id)

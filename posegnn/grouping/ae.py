@@ -11,8 +11,9 @@ Like HigherHRNet, only candidates with heat above ``detection_threshold`` are us
 most ``max_people`` per joint type (the highest), and only the first ``max_people``
 people are offered to the assignment; with ``ignore_too_much`` a joint type is skipped
 once ``max_people`` people exist. HigherHRNet's two later steps, ``adjust`` (quarter-pixel
-positions) and ``refine`` (missing joints filled from the maps), are options
-(:mod:`posegnn.grouping.refine`); they read the image's maps.
+positions, off) and ``refine`` (missing joints filled from the maps, on), are settings
+shared with the other groupings (:mod:`posegnn.grouping.refine`); they read the image's
+maps.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class AEGroupingConfig:
     use_detection_val: bool = True  # matching cost: round(tag distance) * 100 - heat
     ignore_too_much: bool = False  # drop candidates once max_people is reached
     min_keypoints: int = 1
-    # HigherHRNet's steps after grouping (they read the maps): quarter-pixel positions,
-    # and missing joints filled from the heatmaps near the person's mean tag
+    # HigherHRNet's steps after grouping, which read the maps (posegnn.grouping.refine):
+    # quarter-pixel positions instead of the candidates' finer offsets (no gain, RESULTS.md),
+    # and missing joints filled from the heatmaps near the person's mean tag (a gain)
     adjust: bool = False
-    refine: bool = False
+    refine: bool = True
 
 
 _AE = AEGroupingConfig()

@@ -96,8 +96,8 @@ class Grouping(ABC):
 
     Subclasses implement :meth:`_group` on candidates given in canonical order; this
     class handles the reordering, applies HigherHRNet's ``adjust`` and ``refine`` when
-    asked (:mod:`posegnn.grouping.refine`: they need the image's ``maps``) and returns
-    people sorted by descending score.
+    they are on and the image's ``maps`` are given (:mod:`posegnn.grouping.refine`), and
+    returns people sorted by descending score.
     """
 
     name = "base"
@@ -111,17 +111,15 @@ class Grouping(ABC):
 
     @property
     def needs_maps(self) -> bool:
-        """Whether :meth:`group` needs the image's maps (``adjust`` or ``refine`` is on)."""
+        """Whether :meth:`group` reads the image's maps (``adjust`` or ``refine`` is on)."""
         return self.adjust or self.refine
 
     def group(self, cands: Candidates, *, pair_index: np.ndarray | None = None,
               prob: np.ndarray | None = None, person: np.ndarray | None = None,
               maps: ImageMaps | None = None) -> People:
         """Assemble people from ``cands``; see the subclass for which inputs it needs.
-        ``maps`` (the image's heatmaps and tags) is read only by ``adjust``/``refine``."""
-        if self.needs_maps and maps is None:
-            raise ValueError(f"grouping.{self.name}: adjust and refine read the image's "
-                             "maps; pass maps= to group()")
+        ``maps`` (the image's heatmaps and tags) is what ``adjust`` and ``refine`` read:
+        without it they are left out (the evaluation runner always passes it)."""
         n = len(cands)
         if n == 0:
             return People.empty(self.num_joints, 0)
@@ -145,8 +143,8 @@ class Grouping(ABC):
         assignment = np.full(n, -1, np.int64)
         assignment[order] = people.assignment
         people = People(people.keypoints, people.scores, assignment)
-        if self.needs_maps:
-            people = refine_people(people, cands, maps, self.adjust, self.refine)
+        if self.needs_maps and maps is not None:
+            people = refine_people(people, cands, maps, adjust=self.adjust, refine=self.refine)
         return sort_people(people)
 
     __call__ = group

@@ -238,7 +238,7 @@ class GNNGroupingConfig:
     max_moves: int | None = None  # local_moves: stop after this many moves
     # HigherHRNet's steps after grouping, as for ae (posegnn.grouping.refine)
     adjust: bool = False
-    refine: bool = False
+    refine: bool = True
 
     def __post_init__(self) -> None:
         one_of("grouping.gnn.decoder", self.decoder, DECODERS)

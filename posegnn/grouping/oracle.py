@@ -14,11 +14,11 @@ from posegnn.types import Candidates, People
 @dataclass
 class OracleGroupingConfig:
     """Settings of the oracle (``grouping.oracle``): HigherHRNet's steps after grouping,
-    so that the ceiling can be measured with the same refinement as ae and gnn."""
+    so that the ceiling is measured with the same refinement as ae and gnn."""
 
     min_keypoints: int = 1
     adjust: bool = False
-    refine: bool = False
+    refine: bool = True
 
 
 _ORACLE = OracleGroupingConfig()

@@ -190,8 +190,8 @@ def present_joints(people: People, cands: Candidates, num_joints: int) -> np.nda
     return present
 
 
-def refine_people(people: People, cands: Candidates, maps: ImageMaps, adjust: bool = False,
-                  refine: bool = False) -> People:
+def refine_people(people: People, cands: Candidates, maps: ImageMaps, *, adjust: bool,
+                  refine: bool) -> People:
     """``people`` (grouped from ``cands``, the assignment in their order) after
     HigherHRNet's ``adjust`` and then ``refine``, as asked; scores and assignment unchanged."""
     if len(people) == 0 or not (adjust or refine):
