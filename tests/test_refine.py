@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from posegnn.config import CONF_DIR, register_schemas
+from posegnn.data.candidates import bilinear
 from posegnn.data.maps import ImageMaps
 from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping
 from posegnn.grouping.refine import best_pixels, refine_people, tag_grid, tags_at_pixels
@@ -112,9 +114,12 @@ def test_the_pruned_search_finds_the_full_argmax():
     found = best_pixels(heat[0].reshape(-1), means, lambda f: tags_at_pixels(maps, 0, f),
                         lambda: grid)
     np.testing.assert_array_equal(found, full)
-    # the grid's tags are the bilinear samples the candidates get
+    # both give the bilinear samples the candidates' tags are (data.graph.sample_maps)
     flat = np.arange(48 * 40)
-    np.testing.assert_allclose(grid, tags_at_pixels(maps, 0, flat), atol=1e-6)
+    uv = torch.from_numpy(np.column_stack([flat % 40, flat // 40]) / 2.0).float()
+    sampled = bilinear(torch.from_numpy(maps.tags[0].transpose(2, 0, 1).copy()), uv).numpy()
+    np.testing.assert_allclose(grid, sampled, atol=1e-6)
+    np.testing.assert_allclose(tags_at_pixels(maps, 0, flat), sampled, atol=1e-6)
 
 
 def test_without_maps_a_grouping_leaves_the_steps_out():

@@ -26,7 +26,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from posegnn.data.candidates import bilinear
 from posegnn.data.maps import ImageMaps
 from posegnn.types import Candidates, People
 
@@ -80,13 +79,19 @@ def adjust_keypoints(keypoints: np.ndarray, present: np.ndarray,
     return out
 
 
-def interpolation_matrix(size: int, tag_size: int, stride: float) -> np.ndarray:
-    """[size, tag_size]: linear interpolation of a tag-map axis at heatmap pixels
-    ``i / stride``, with the weights of :func:`posegnn.data.candidates.bilinear`."""
+def axis_weights(size: int, tag_size: int,
+                 stride: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation of a tag-map axis at heatmap pixels ``i / stride`` (those of
+    :func:`posegnn.data.candidates.bilinear`): lower and upper index and the upper's
+    weight, each [size]."""
     t = np.clip(np.arange(size) / stride, 0, tag_size - 1)
     lo = np.minimum(np.floor(t).astype(np.int64), max(tag_size - 2, 0))
-    hi = np.minimum(lo + 1, tag_size - 1)
-    frac = t - lo
+    return lo, np.minimum(lo + 1, tag_size - 1), (t - lo).astype(np.float32)
+
+
+def interpolation_matrix(size: int, tag_size: int, stride: float) -> np.ndarray:
+    """[size, tag_size]: :func:`axis_weights` as a matrix."""
+    lo, hi, frac = axis_weights(size, tag_size, stride)
     out = np.zeros((size, tag_size), np.float32)
     np.add.at(out, (np.arange(size), lo), 1 - frac)
     np.add.at(out, (np.arange(size), hi), frac)
@@ -106,12 +111,24 @@ def tag_grid(maps: ImageMaps, joint: int) -> np.ndarray:
 
 def tags_at_pixels(maps: ImageMaps, joint: int, flat: np.ndarray) -> np.ndarray:
     """The tags [M, D] of one joint type at heatmap pixels given by flat index [M]
-    (row * W + col), sampled bilinearly from the tag map as the candidates' tags are."""
-    w = maps.heatmaps.shape[2]
+    (row * W + col), bilinear as in :func:`tag_grid`."""
+    h, w = maps.heatmaps.shape[1:]
+    _, th, tw, _ = maps.tags.shape
     sx, sy = maps.tag_stride
-    uv = torch.from_numpy(np.column_stack([(flat % w) / sx, (flat // w) / sy])).float()
-    tags = torch.from_numpy(np.ascontiguousarray(maps.tags[joint].transpose(2, 0, 1)))
-    return bilinear(tags, uv).numpy()
+    r0, r1, fr = (a[flat // w] for a in axis_weights(h, th, sy))
+    c0, c1, fc = (a[flat % w] for a in axis_weights(w, tw, sx))
+    tags = maps.tags[joint]
+    fr, fc = fr[:, None], fc[:, None]
+    top = tags[r0, c0] * (1 - fc) + tags[r0, c1] * fc
+    bottom = tags[r1, c0] * (1 - fc) + tags[r1, c1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def tag_distance(means: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """L2 distances [n, M] between mean tags [n, D] and tags [M, D]."""
+    if tags.shape[1] == 1:  # scalar tags, the common case: no squares and roots
+        return np.abs(tags[None, :, 0] - means[:, :1])
+    return np.sqrt(((tags[None] - means[:, None]) ** 2).sum(axis=2))
 
 
 def best_pixels(heat: np.ndarray, means: np.ndarray,
@@ -132,7 +149,7 @@ def best_pixels(heat: np.ndarray, means: np.ndarray,
 
     def argmax(rows: np.ndarray, pixels: np.ndarray,
                tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = np.linalg.norm(tags[None] - means[rows, None], axis=2)
+        dist = tag_distance(means[rows], tags)
         gain = heat[pixels][None] - np.round(dist)
         pick = gain.argmax(axis=1)
         return pixels[pick], gain[np.arange(len(rows)), pick]
