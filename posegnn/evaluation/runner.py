@@ -73,32 +73,46 @@ def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
 def group_images(name: str, settings: dict, layout: Layout, graphs: Sequence[Data],
                  scores: list[EdgeScores] | None = None, progress: bool = False,
                  maps: MapsReader | None = None) -> tuple[list[dict], float]:
-    """COCO results of one grouping over every (vertex) graph, and its seconds per image:
-    everything after the candidates, so for ``gnn`` its ``scores``' share of pair
-    building and model time plus the decoding. ``oracle`` uses the ground truth.
-    With ``adjust`` or ``refine`` on, each image's maps are read with ``maps`` (reading
-    is not timed; the steps are)."""
-    grouping = build_grouping(name, layout=layout, **settings)
-    if grouping.needs_maps and maps is None:
-        raise ValueError(f"grouping.{name}.adjust/refine need the images' maps, which this "
-                         "run does not read")
-    results: list[dict] = []
-    elapsed = 0.0
-    for i, g in enumerate(tqdm(graphs, desc=f"grouping {name}", disable=not progress,
-                               leave=False)):
-        kwargs = {}
-        if name == "oracle":
-            kwargs = {"person": g.person.numpy()}
-        elif name == "gnn":
-            kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob}
-            elapsed += scores[i].seconds
-        if grouping.needs_maps:
-            kwargs["maps"] = maps(int(g.image_id))
-        start = time.perf_counter()
-        people = grouping.group(candidates_of(g), **kwargs)
-        elapsed += time.perf_counter() - start
-        results.extend(people_to_coco_results(int(g.image_id), people))
-    return results, elapsed / max(len(graphs), 1)
+    """COCO results of one grouping over every (vertex) graph and its seconds per image;
+    see :func:`group_all`."""
+    return group_all({name: settings}, layout, graphs, scores, progress, maps)[name]
+
+
+def group_all(settings: dict[str, dict], layout: Layout, graphs: Sequence[Data],
+              scores: list[EdgeScores] | None = None, progress: bool = False,
+              maps: MapsReader | None = None) -> dict[str, tuple[list[dict], float]]:
+    """Per grouping name (its settings in ``settings``): COCO results over every (vertex)
+    graph, and seconds per image, everything after the candidates, so for ``gnn`` its
+    ``scores``' share of pair building and model time plus the decoding. ``oracle``
+    uses the ground truth. With ``adjust`` or ``refine`` on, a grouping gets the image's
+    maps, read once per image with ``maps`` for all of them (reading is not timed; the
+    steps are)."""
+    groupings = {name: build_grouping(name, layout=layout, **s) for name, s in settings.items()}
+    readers = [name for name, grouping in groupings.items() if grouping.needs_maps]
+    if readers and maps is None:
+        raise ValueError(f"grouping.{readers[0]}.adjust/refine need the images' maps, which "
+                         "this run does not read")
+    results: dict[str, list[dict]] = {name: [] for name in groupings}
+    elapsed = dict.fromkeys(groupings, 0.0)
+    for i, g in enumerate(tqdm(graphs, desc=f"grouping {', '.join(groupings)}",
+                               disable=not progress, leave=False)):
+        cands = candidates_of(g)
+        image_maps = maps(int(g.image_id)) if readers else None
+        for name, grouping in groupings.items():
+            kwargs = {}
+            if name == "oracle":
+                kwargs = {"person": g.person.numpy()}
+            elif name == "gnn":
+                kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob}
+                elapsed[name] += scores[i].seconds
+            if grouping.needs_maps:
+                kwargs["maps"] = image_maps
+            start = time.perf_counter()
+            people = grouping.group(cands, **kwargs)
+            elapsed[name] += time.perf_counter() - start
+            results[name].extend(people_to_coco_results(int(g.image_id), people))
+    n = max(len(graphs), 1)
+    return {name: (results[name], elapsed[name] / n) for name in groupings}
 
 
 def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
@@ -114,18 +128,18 @@ def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cf
                        maps: MapsReader | None = None) -> dict[str, float]:
     """Flat metrics ``{prefix}/{grouping}/{AP,...}`` of every grouping in
     ``grouping_cfg['run']`` (gnn only with a module), writing each one's COCO results
-    to ``results_dir`` when given. ``maps`` reads an image's maps, for the groupings
-    with ``adjust`` or ``refine`` on (only they read them)."""
+    to ``results_dir`` when given. ``maps`` reads an image's maps, once for all the
+    groupings with ``adjust`` or ``refine`` on (only they need them)."""
     names = [n for n in grouping_cfg["run"] if n != "gnn" or module is not None]
     scores = None
     metrics: dict[str, float] = {}
     if "gnn" in names:
         scores = edge_probabilities(module, dataset, batch_size, progress)
         metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
+    grouped = group_all({name: dict(grouping_cfg.get(name) or {}) for name in names}, layout,
+                        dataset.graphs, scores, progress, maps)
     for name in names:
-        settings = dict(grouping_cfg.get(name) or {})
-        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress,
-                                    maps)
+        results, sec = grouped[name]
         found = evaluate_keypoints(gt, results, layout.sigma_array,
                                    max_dets=grouping_cfg.get("max_dets", 20))
         metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})
