@@ -145,13 +145,16 @@ def test_the_settings_compose_from_the_command_line():
             built.oracle.adjust, built.oracle.refine) == (True, False, False, False, False, True)
 
 
-def test_a_wrong_value_fails_at_start_in_one_line(tmp_path):
+def test_a_wrong_value_fails_at_start_naming_the_setting(tmp_path):
+    """A bool setting is checked by Hydra when it merges the override: its message, not
+    a traceback, and no data work."""
     run = subprocess.run(
         [str(Path(sys.executable).with_name("posegnn-eval")), "grouping.ae.refine=maybe",
          f"paths.output_dir={tmp_path}"], capture_output=True, text=True, timeout=300,
         env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.splitlines()[0] == "Error merging override grouping.ae.refine=maybe"
+    assert "Value 'maybe' is not a valid bool" in run.stderr
     assert not (tmp_path / "data").exists()
 
 
