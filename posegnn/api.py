@@ -162,11 +162,11 @@ class Grouper:
         graph = self.edges(build_vertices(maps, self.layout, self.graph_cfg))
         cands = candidates_of(graph)
         if self.name == "ae":
-            return self.grouping.group(cands)
+            return self.grouping.group(cands, maps=maps)
         batch = Batch.from_data_list([graph]).to(self.module.device)
         prob, vertex = self.module.probabilities(batch)
         return self.grouping.group(cands, pair_index=graph.pair_index.numpy(),
-                                   prob=prob.cpu().numpy(),
+                                   prob=prob.cpu().numpy(), maps=maps,
                                    vertex_prob=None if vertex is None else vertex.cpu().numpy())
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from posegnn.data.graph import GraphConfig
 from posegnn.data.synthetic import SyntheticConfig
 from posegnn.grouping.ae import AEGroupingConfig
 from posegnn.grouping.gnn import GNNGroupingConfig
+from posegnn.grouping.oracle import OracleGroupingConfig
 from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
 from posegnn.models.network import ModelConfig
 
@@ -88,6 +89,7 @@ class GroupingConfig:
     run: list[str] = field(default_factory=lambda: ["gnn", "ae", "oracle"])
     gnn: GNNGroupingConfig = field(default_factory=GNNGroupingConfig)
     ae: AEGroupingConfig = field(default_factory=AEGroupingConfig)
+    oracle: OracleGroupingConfig = field(default_factory=OracleGroupingConfig)
     max_dets: int = 20
 
 

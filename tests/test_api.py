@@ -57,7 +57,8 @@ def test_grouper_matches_the_evaluation_pipeline(doc_example, monkeypatch):
     dm, grouper = doc_example["dm"], doc_example["grouper"]
     test = dm.dataset("test")
     scores = edge_probabilities(grouper.module, test)
-    results, _ = group_images("gnn", GNNGroupingConfig(), dm.layout, test.graphs, scores)
+    results, _ = group_images("gnn", GNNGroupingConfig(), dm.layout, test.graphs, scores,
+                              maps=dm.source("test")[0].load_maps)
     image_id = int(test.graphs[0].image_id)
     expected = sorted((r["score"], r["keypoints"]) for r in results
                       if r["image_id"] == image_id)

@@ -72,7 +72,8 @@ def test_each_rank_trains_on_its_shard_and_metrics_cover_the_whole_split(ddp_run
     # in one process)
     grouping = replace(cfg.grouping, run=["gnn"])
     val = evaluate_groupings(dm.ground_truth("val"), dm.layout, dm.dataset("val"), grouping,
-                             module=load_module(last), prefix="val")
+                             module=load_module(last), prefix="val",
+                             maps=dm.source("val")[0].load_maps)
     assert metrics["val/gnn/AP"] == pytest.approx(val["val/gnn/AP"], rel=1e-6)  # float32 log
     # test edge accuracy: the best weights over the whole test split
     best = load_module(next((run / "checkpoints").glob("best-*.ckpt")))

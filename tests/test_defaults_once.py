@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from posegnn.config import CONF_DIR, TrainConfig
 from posegnn.grouping.ae import AEGrouping, AEGroupingConfig
 from posegnn.grouping.gnn import GNNGrouping, GNNGroupingConfig
+from posegnn.grouping.oracle import OracleGrouping, OracleGroupingConfig
 
 GROUPS = ("data", "graph", "model", "optimizer", "scheduler", "trainer", "logger",
           "callbacks", "grouping", "paths")
@@ -43,7 +44,8 @@ def test_a_group_file_repeats_no_schema_default(path):
 
 
 @pytest.mark.parametrize("cls, schema", [(GNNGrouping, GNNGroupingConfig),
-                                         (AEGrouping, AEGroupingConfig)])
+                                         (AEGrouping, AEGroupingConfig),
+                                         (OracleGrouping, OracleGroupingConfig)])
 def test_groupings_take_every_setting_and_default_from_their_schema(cls, schema):
     params = {name: p.default for name, p in inspect.signature(cls).parameters.items()
               if name not in ("layout", "num_joints", "ae_order", "scorer")}  # not settings

@@ -239,7 +239,7 @@ def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> No
     delay put into the gnn's pair building shows in the gnn's time and nowhere else."""
     import time
 
-    from posegnn.config import GroupingConfig
+    from posegnn.config import AEGroupingConfig, GNNGroupingConfig, GroupingConfig
     from posegnn.data.cache import build_graphs
     from posegnn.data.graph import AddEdges, GraphConfig, GraphList
     from posegnn.data.maps import PoseMapsDataset
@@ -259,7 +259,9 @@ def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> No
     module = PosegnnModule(sample.x.shape[1], sample.edge_attr.shape[1], graph=cfg)
     metrics = evaluate_groupings(ds.coco_dict(ds.image_ids[:4]), ds.layout,
                                  GraphList(graphs, slow_edges),
-                                 GroupingConfig(run=["gnn", "ae"]),
+                                 GroupingConfig(run=["gnn", "ae"],
+                                                gnn=GNNGroupingConfig(refine=False),
+                                                ae=AEGroupingConfig(refine=False)),  # decoding
                                  module=module, batch_size=2)
     assert metrics["test/gnn/sec_per_image"] >= 0.05
     assert metrics["test/ae/sec_per_image"] < 0.05

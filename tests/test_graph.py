@@ -254,6 +254,6 @@ def test_maps_rendered_from_ground_truth_group_perfectly(tmp_path_factory):
               for i in ds.image_ids]
     metrics = evaluate_groupings(ds.coco_dict(), ds.layout,
                                  GraphList(graphs, AddEdges(ds.layout, cfg.edges)),
-                                 GroupingConfig(run=["ae", "oracle"]))
+                                 GroupingConfig(run=["ae", "oracle"]), maps=ds.load_maps)
     assert metrics["test/oracle/AP"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["test/ae/AP"] == pytest.approx(1.0, abs=1e-6)

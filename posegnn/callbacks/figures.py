@@ -94,8 +94,9 @@ class PredictionFigures(L.Callback):
             examples = []
             for g, s in list(zip(graphs, scores, strict=True))[:self.num_images]:
                 cands = candidates_of(g)
+                maps = source.load_maps(int(g.image_id)) if grouping.needs_maps else None
                 people = grouping.group(cands, pair_index=s.pair_index, prob=s.prob,
-                                        vertex_prob=s.vertex_prob)
+                                        vertex_prob=s.vertex_prob, maps=maps)
                 examples.append(make_example(source, int(g.image_id), people, cands.pos))
             paths["val/examples"] = save_figure(
                 draw_examples(examples, dm.layout),

@@ -61,16 +61,19 @@ class ValGroupingAP(L.Callback):
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         dm = trainer.datamodule
         subset = GraphList(dm.graphs["val"][:self.max_images], dm.edges)
-        gt = dm.source("val")[0].coco_dict([int(g.image_id) for g in subset.graphs])
+        source = dm.source("val")[0]
+        gt = source.coco_dict([int(g.image_id) for g in subset.graphs])
         was_training = pl_module.training
         try:
             metrics = evaluate_groupings(gt, dm.layout, subset,
                                          replace(self.grouping_cfg, run=["gnn"]), module=pl_module,
-                                         prefix="val", batch_size=dm.cfg.batch_size)
+                                         prefix="val", batch_size=dm.cfg.batch_size,
+                                         maps=source.load_maps)
         finally:
             pl_module.train(was_training)
         if self._reference is None:
             ref_cfg = replace(self.grouping_cfg, run=["ae"])
-            self._reference = evaluate_groupings(gt, dm.layout, subset, ref_cfg, prefix="val")
+            self._reference = evaluate_groupings(gt, dm.layout, subset, ref_cfg, prefix="val",
+                                                 maps=source.load_maps)
         return {k: float(v) for k, v in {**metrics, **self._reference}.items()
                 if k.rsplit("/", 1)[-1] in AP_KEYS}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +14,15 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphList
+from posegnn.data.maps import ImageMaps
 from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import build_grouping
 from posegnn.io import write_json
 from posegnn.layouts import Layout
 from posegnn.types import Candidates
+
+# the maps of one image, by image id (e.g. PoseMapsDataset.load_maps)
+MapsReader = Callable[[int], ImageMaps]
 
 
 def candidates_of(graph: Data) -> Candidates:
@@ -74,30 +78,52 @@ def edge_probabilities(module, dataset: Sequence[Data], batch_size: int = 8,
 
 def group_images(name: str, settings, layout: Layout, graphs: Sequence[Data],
                  scores: list[EdgeScores] | None = None, progress: bool = False,
-                 scorer=None) -> tuple[list[dict], float]:
-    """COCO results of one grouping over every (vertex) graph, and its seconds per image:
-    everything after the candidates, so for ``gnn`` its ``scores``' share of pair
-    building and model time plus the decoding. ``oracle`` uses the ground truth.
-    ``settings``: the grouping's settings dataclass (``grouping.gnn``, ...) or None;
-    ``scorer``: gnn's person scorer (a module's ``scorer``), for ``score=learned``."""
-    grouping = build_grouping(name, settings, layout=layout,
-                              **({"scorer": scorer} if name == "gnn" else {}))
-    results: list[dict] = []
-    elapsed = 0.0
-    for i, g in enumerate(tqdm(graphs, desc=f"grouping {name}", disable=not progress,
-                               leave=False)):
-        kwargs = {}
-        if name == "oracle":
-            kwargs = {"person": g.person.numpy()}
-        elif name == "gnn":
-            kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob,
-                      "vertex_prob": scores[i].vertex_prob}
-            elapsed += scores[i].seconds
-        start = time.perf_counter()
-        people = grouping.group(candidates_of(g), **kwargs)
-        elapsed += time.perf_counter() - start
-        results.extend(people_to_coco_results(int(g.image_id), people))
-    return results, elapsed / max(len(graphs), 1)
+                 maps: MapsReader | None = None, scorer=None) -> tuple[list[dict], float]:
+    """COCO results of one grouping over every (vertex) graph and its seconds per image;
+    see :func:`group_all`."""
+    return group_all({name: settings}, layout, graphs, scores, progress, maps, scorer)[name]
+
+
+def group_all(settings: dict, layout: Layout, graphs: Sequence[Data],
+              scores: list[EdgeScores] | None = None, progress: bool = False,
+              maps: MapsReader | None = None, scorer=None
+              ) -> dict[str, tuple[list[dict], float]]:
+    """Per grouping name (its settings dataclass, or None, in ``settings``): COCO results
+    over every (vertex) graph, and seconds per image, everything after the candidates, so
+    for ``gnn`` its ``scores``' share of pair building and model time plus the decoding.
+    ``oracle`` uses the ground truth; ``scorer`` is gnn's person scorer (a module's
+    ``scorer``), for ``score=learned``. With ``adjust`` or ``refine`` on, a grouping gets
+    the image's maps, read once per image with ``maps`` for all of them (reading is not
+    timed; the steps are)."""
+    groupings = {name: build_grouping(name, s, layout=layout,
+                                      **({"scorer": scorer} if name == "gnn" else {}))
+                 for name, s in settings.items()}
+    readers = [name for name, grouping in groupings.items() if grouping.needs_maps]
+    if readers and maps is None:
+        raise ValueError(f"grouping.{readers[0]}.adjust/refine need the images' maps, which "
+                         "this run does not read")
+    results: dict[str, list[dict]] = {name: [] for name in groupings}
+    elapsed = dict.fromkeys(groupings, 0.0)
+    for i, g in enumerate(tqdm(graphs, desc=f"grouping {', '.join(groupings)}",
+                               disable=not progress, leave=False)):
+        cands = candidates_of(g)
+        image_maps = maps(int(g.image_id)) if readers else None
+        for name, grouping in groupings.items():
+            kwargs = {}
+            if name == "oracle":
+                kwargs = {"person": g.person.numpy()}
+            elif name == "gnn":
+                kwargs = {"pair_index": scores[i].pair_index, "prob": scores[i].prob,
+                          "vertex_prob": scores[i].vertex_prob}
+                elapsed[name] += scores[i].seconds
+            if grouping.needs_maps:
+                kwargs["maps"] = image_maps
+            start = time.perf_counter()
+            people = grouping.group(cands, **kwargs)
+            elapsed[name] += time.perf_counter() - start
+            results[name].extend(people_to_coco_results(int(g.image_id), people))
+    n = max(len(graphs), 1)
+    return {name: (results[name], elapsed[name] / n) for name in groupings}
 
 
 def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
@@ -109,21 +135,23 @@ def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
 
 def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cfg,
                        module=None, prefix: str = "test", batch_size: int = 8,
-                       results_dir: Path | None = None, progress: bool = False
-                       ) -> dict[str, float]:
+                       results_dir: Path | None = None, progress: bool = False,
+                       maps: MapsReader | None = None) -> dict[str, float]:
     """Flat metrics ``{prefix}/{grouping}/{AP,...}`` of every grouping in
     ``grouping_cfg.run`` (a ``GroupingConfig``; gnn only with a module), writing each
-    one's COCO results to ``results_dir`` when given."""
+    one's COCO results to ``results_dir`` when given. ``maps`` reads an image's maps, once
+    for all the groupings with ``adjust`` or ``refine`` on (only they need them)."""
     names = [n for n in grouping_cfg.run if n != "gnn" or module is not None]
     scores = None
     metrics: dict[str, float] = {}
     if "gnn" in names:
         scores = edge_probabilities(module, dataset, batch_size, progress)
         metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
+    grouped = group_all({name: getattr(grouping_cfg, name, None) for name in names}, layout,
+                        dataset.graphs, scores, progress, maps,
+                        scorer=module.scorer if module is not None else None)
     for name in names:
-        settings = getattr(grouping_cfg, name, None)
-        results, sec = group_images(name, settings, layout, dataset.graphs, scores, progress,
-                                    scorer=module.scorer if module is not None else None)
+        results, sec = grouped[name]
         found = evaluate_keypoints(gt, results, layout.sigma_array,
                                    max_dets=grouping_cfg.max_dets)
         metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})

@@ -10,8 +10,10 @@ candidate starts a new person. Tags may be D-dimensional (L2 distance).
 Like HigherHRNet, only candidates with heat above ``detection_threshold`` are used, at
 most ``max_people`` per joint type (the highest), and only the first ``max_people``
 people are offered to the assignment; with ``ignore_too_much`` a joint type is skipped
-once ``max_people`` people exist. HigherHRNet's heatmap refinement (filling missing
-joints from the maps) is not part of this step: it needs the maps, not candidates.
+once ``max_people`` people exist. HigherHRNet's two later steps, ``adjust`` (quarter-pixel
+positions, off) and ``refine`` (missing joints filled from the maps, on), are settings
+shared with the other groupings (:mod:`posegnn.grouping.refine`); they read the image's
+maps.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class AEGroupingConfig:
     use_detection_val: bool = True  # matching cost: round(tag distance) * 100 - heat
     ignore_too_much: bool = False  # drop candidates once max_people is reached
     min_keypoints: int = 1
+    # HigherHRNet's steps after grouping, which read the maps (posegnn.grouping.refine):
+    # quarter-pixel positions instead of the candidates' finer offsets (no gain, RESULTS.md),
+    # and missing joints filled from the heatmaps near the person's mean tag (a gain)
+    adjust: bool = False
+    refine: bool = True
 
 
 _AE = AEGroupingConfig()
@@ -48,7 +55,8 @@ class AEGrouping(Grouping):
     """Associative-embedding grouping on candidate tags; needs ``layout`` or ``num_joints``.
 
     ``ae_order`` defaults to the layout's (or 0..K-1 without a layout). Person score: mean
-    heat over all K joints, missing joints counting 0 (HigherHRNet without refinement).
+    heat over all K joints, missing joints counting 0, taken before ``refine`` fills any
+    (as HigherHRNet scores people).
     """
 
     name = "ae"
@@ -59,8 +67,9 @@ class AEGrouping(Grouping):
                  detection_threshold: float = _AE.detection_threshold,
                  use_detection_val: bool = _AE.use_detection_val,
                  ignore_too_much: bool = _AE.ignore_too_much,
-                 min_keypoints: int = _AE.min_keypoints) -> None:
-        super().__init__(layout, num_joints, min_keypoints)
+                 min_keypoints: int = _AE.min_keypoints, adjust: bool = _AE.adjust,
+                 refine: bool = _AE.refine) -> None:
+        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
         if ae_order is None:
             ae_order = self.layout.ae_order if self.layout else range(self.num_joints)
         self.ae_order = tuple(int(j) for j in ae_order)

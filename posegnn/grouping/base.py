@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from posegnn.data.maps import ImageMaps
+from posegnn.grouping.refine import refine_people
 from posegnn.layouts import Layout, get_layout
 from posegnn.types import Candidates, People
 
@@ -104,20 +106,32 @@ class Grouping(ABC):
     """Candidates (+ pair probabilities, + ground truth) of one image in, people out.
 
     Subclasses implement :meth:`_group` on candidates given in canonical order; this
-    class handles the reordering and returns people sorted by descending score.
+    class handles the reordering, applies HigherHRNet's ``adjust`` and ``refine`` when
+    they are on and the image's ``maps`` are given (:mod:`posegnn.grouping.refine`), and
+    returns people sorted by descending score.
     """
 
     name = "base"
 
     def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 min_keypoints: int = 1) -> None:
+                 min_keypoints: int = 1, *, adjust: bool, refine: bool) -> None:
         self.layout, self.num_joints = resolve_layout(layout, num_joints)
         self.min_keypoints = int(min_keypoints)
+        self.adjust = bool(adjust)
+        self.refine = bool(refine)
+
+    @property
+    def needs_maps(self) -> bool:
+        """Whether :meth:`group` reads the image's maps (``adjust`` or ``refine`` is on)."""
+        return self.adjust or self.refine
 
     def group(self, cands: Candidates, *, pair_index: np.ndarray | None = None,
               prob: np.ndarray | None = None, person: np.ndarray | None = None,
-              vertex_prob: np.ndarray | None = None) -> People:
-        """Assemble people from ``cands``; see the subclass for which inputs it needs."""
+              vertex_prob: np.ndarray | None = None, maps: ImageMaps | None = None
+              ) -> People:
+        """Assemble people from ``cands``; see the subclass for which inputs it needs.
+        ``maps`` (the image's heatmaps and tags) is what ``adjust`` and ``refine`` read:
+        without it they are left out (the evaluation runner always passes it)."""
         n = len(cands)
         if n == 0:
             return People.empty(self.num_joints, 0)
@@ -137,7 +151,10 @@ class Grouping(ABC):
                              person=person, vertex_prob=vertex_prob)
         assignment = np.full(n, -1, np.int64)
         assignment[order] = people.assignment
-        return sort_people(People(people.keypoints, people.scores, assignment))
+        people = People(people.keypoints, people.scores, assignment)
+        if self.needs_maps and maps is not None:
+            people = refine_people(people, cands, maps, adjust=self.adjust, refine=self.refine)
+        return sort_people(people)
 
     __call__ = group
 

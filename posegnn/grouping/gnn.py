@@ -243,6 +243,9 @@ class GNNGroupingConfig:
     # from a model with a vertex head (model.vertex_head): candidates less likely than this
     # to belong to anybody are left out (0 keeps them all)
     drop_below: float = 0.0
+    # HigherHRNet's steps after grouping, as for ae (posegnn.grouping.refine)
+    adjust: bool = False
+    refine: bool = True
 
     def __post_init__(self) -> None:
         one_of("grouping.gnn.decoder", self.decoder, DECODERS)
@@ -280,9 +283,10 @@ class GNNGrouping(Grouping):
                  linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
                  min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
                  max_moves: int | None = _GNN.max_moves,
-                 drop_below: float = _GNN.drop_below,
+                 drop_below: float = _GNN.drop_below, adjust: bool = _GNN.adjust,
+                 refine: bool = _GNN.refine,
                  scorer: Callable[[np.ndarray], np.ndarray | None] | None = None) -> None:
-        super().__init__(layout, num_joints, min_keypoints)
+        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
         GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
                           unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
                           max_moves=max_moves, drop_below=drop_below)  # checks every setting

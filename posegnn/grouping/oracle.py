@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from posegnn.grouping.base import Grouping, people_from_assignment
 from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
+
+
+@dataclass
+class OracleGroupingConfig:
+    """Settings of the oracle (``grouping.oracle``): HigherHRNet's steps after grouping,
+    so that the ceiling is measured with the same refinement as ae and gnn."""
+
+    min_keypoints: int = 1
+    adjust: bool = False
+    refine: bool = True
+
+
+_ORACLE = OracleGroupingConfig()
 
 
 class OracleGrouping(Grouping):
@@ -19,8 +34,9 @@ class OracleGrouping(Grouping):
     name = "oracle"
 
     def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 min_keypoints: int = 1) -> None:
-        super().__init__(layout, num_joints, min_keypoints)
+                 min_keypoints: int = _ORACLE.min_keypoints, adjust: bool = _ORACLE.adjust,
+                 refine: bool = _ORACLE.refine) -> None:
+        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
                prob: np.ndarray | None, person: np.ndarray | None,

@@ -17,8 +17,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     """Evaluate gnn (``ckpt_path``, else the model shipped for the data's layout), ae and
-    oracle; write ``metrics.json`` and each
-    grouping's COCO results into ``out_dir``."""
+    oracle; write ``metrics.json`` and each grouping's COCO results into ``out_dir``."""
     out_dir = Path(out_dir)
     groupings = cfg.grouping
     dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress)
@@ -31,7 +30,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     dataset = dm.dataset(cfg.split)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
-                                 results_dir=out_dir, progress=cfg.progress)
+                                 results_dir=out_dir, progress=cfg.progress,
+                                 maps=dm.source(cfg.split)[0].load_maps)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))

@@ -37,7 +37,7 @@ def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
              if cfg.method == "gnn" else None)
     settings = getattr(cfg.groupings, cfg.method, None)
     results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress,
-                              scorer=module.scorer if module is not None else None)
+                              ds.load_maps, scorer=module.scorer if module is not None else None)
     write_json(cfg.out, results)
     if cfg.draw > 0:
         figures = Path(out_dir if out_dir is not None else Path(cfg.out).parent) / "figures"

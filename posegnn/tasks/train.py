@@ -203,7 +203,8 @@ def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: st
     grouped = evaluate_groupings(
         dm.ground_truth("test"), dm.layout, dm.dataset("test"),
         cfg.grouping, module=module, prefix="test",
-        batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress)
+        batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress,
+        maps=dm.source("test")[0].load_maps)
     # AP, AP50, AP75, AP_hard, ... of every grouping: CSV row, TensorBoard, W&B summary
     metrics.update(grouped)
     log_final_metrics(trainer.loggers, grouped if tester is trainer else metrics,
