@@ -97,11 +97,16 @@ def test_eval_from_a_checkpoint_matches_training_test(trained, tmp_path):
     assert (tmp_path / "test_gnn_results.json").is_file()
 
 
-def test_eval_without_checkpoint_runs_ae_and_oracle(trained, tmp_path):
+def test_eval_without_checkpoint_uses_the_shipped_model_or_leaves_gnn_out(trained, tmp_path):
     root = trained.parent.parent
-    args = [*tiny_train_overrides(root)[:4], f"hydra.run.dir={tmp_path}"]
-    run("posegnn-eval", *args, cwd=root)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    args = [*tiny_train_overrides(root)[:4], f"hydra.run.dir={tmp_path / 'shipped'}"]
+    proc = run("posegnn-eval", *args, cwd=root)
+    assert "| gnn |" in proc.stdout
+    shipped = json.loads((tmp_path / "shipped" / "metrics.json").read_text())
+    assert 0.0 < shipped["test/gnn/AP"] <= 1.0
+    run("posegnn-eval", *args[:-1], "grouping.run=[ae,oracle]",
+        f"hydra.run.dir={tmp_path / 'plain'}", cwd=root)
+    metrics = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     assert "test/ae/AP" in metrics and "test/oracle/AP" in metrics
     assert not any(k.startswith("test/gnn/") for k in metrics)
 
