@@ -198,3 +198,31 @@ def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
     vertices = build_vertices(ds.load_maps(ds.image_ids[0]), ds.layout, GraphConfig())
     with_edges = transform(vertices)
     assert "edge_index" in with_edges and "edge_index" not in vertices  # input untouched
+
+
+def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
+    """The eval-mode max path (running maximum from -inf, cached folded weights) equals
+    h([x_i, x_j - x_i, e_ij]) maxed over incoming edges; a vertex that receives no edge
+    comes out as zeros, as the training form's empty aggregation gives."""
+    from torch_geometric.utils import scatter
+
+    torch.manual_seed(0)
+    layer = EdgeConvAttr(mlp_block(2 * 4 + 3, 8), in_dim=4)
+    norm = layer.nn[1]
+    with torch.no_grad():  # BatchNorm statistics that do not fold to the identity
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.normal_()
+        norm.bias.normal_()
+    layer.eval()
+    x, e = torch.randn(5, 4), torch.randn(4, 3)
+    edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 1]])  # 0 and 4 receive nothing
+    src, dst = edges
+    with torch.inference_mode():
+        out = layer(x, edges, e)
+        again = layer(x, edges, e)  # from the cached weights
+    with torch.no_grad():
+        message = layer.nn(torch.cat([x[dst], x[src] - x[dst], e], dim=1))
+    expected = scatter(message, dst, 0, dim_size=5, reduce="max")
+    assert torch.allclose(out, expected, atol=1e-6) and torch.equal(out, again)
+    assert (out[[0, 4]] == 0).all() and (out[[1, 2, 3]] != 0).any()

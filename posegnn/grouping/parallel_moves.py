@@ -34,8 +34,9 @@ KINDS = ("merge", "move", "displace", "swap", "new")
 def parallel_moves_decode(num_nodes: int, joint: np.ndarray, pair_index: np.ndarray,
                           weight: np.ndarray, order: tuple[int, ...] | None = None,
                           max_rounds: int | None = None, tol: float = 1e-9) -> np.ndarray:
-    """Cluster label (0..C-1) per candidate from pair weights [M] of pairs [2, M];
-    ``order`` is the joint types' order for the start (default 0..K-1)."""
+    """Cluster label (0..C-1) per candidate from pair weights [M] of pairs [2, M] (each
+    unordered pair at most once); ``order`` is the joint types' order for the start
+    (default 0..K-1)."""
     joint = np.asarray(joint, dtype=np.int64)
     i, j = np.asarray(pair_index, dtype=np.int64).reshape(2, -1)
     weight = np.asarray(weight, dtype=np.float64).reshape(-1)
@@ -47,33 +48,62 @@ def parallel_moves_decode(num_nodes: int, joint: np.ndarray, pair_index: np.ndar
         return np.arange(num_nodes)
     if order is None:
         order = range(int(joint.max()) + 1)
+    labels = joint_by_joint(joint, src, dst, w, order, tol)
     dense = np.zeros((num_nodes, num_nodes))
     dense[src, dst] = w
-    labels = joint_by_joint(dense, joint, order, tol)
     rounds = 10 * num_nodes + 100 if max_rounds is None else int(max_rounds)
     for _ in range(rounds):
-        labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+        labels = compact(labels)
         moved = _one_round(labels, joint, src, dst, w, dense, tol)
         if moved is None:
             break
         labels = moved
-    return np.unique(labels, return_inverse=True)[1].reshape(-1)
+    return compact(labels)
 
 
-def joint_by_joint(dense: np.ndarray, joint: np.ndarray, order, tol: float) -> np.ndarray:
-    """The start from the [N, N] weights: joint types in ``order``, each assigned to the
-    people so far."""
+def compact(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0..C-1 in the order of their values (``np.unique``'s inverse,
+    without sorting)."""
+    low = int(labels.min())
+    used = np.zeros(int(labels.max()) - low + 1, bool)
+    used[labels - low] = True
+    return (np.cumsum(used) - 1)[labels - low]
+
+
+def joint_by_joint(joint: np.ndarray, src: np.ndarray, dst: np.ndarray, w: np.ndarray,
+                   order, tol: float) -> np.ndarray:
+    """The start from the directed weighted edges ``src -> dst`` (both directions of each
+    pair): joint types in ``order``, each assigned to the people so far by its summed
+    weight to each person's members (added in the order the members joined)."""
     num_nodes = len(joint)
-    affinity = np.zeros((num_nodes, num_nodes))  # [candidate, person]: summed weight
+    k = int(joint.max()) + 1
+    order = [int(t) for t in order]
+    visit = np.full(max(k, max(order) + 1), len(order), np.int64)  # place in ``order``
+    visit[order] = np.arange(len(order))  # (a type left out comes after every visit)
+    # edges by the place of their source's type, then of their target's (a stable sort)
+    places = len(order) + 1
+    key = visit[joint[src]] * places + visit[joint[dst]]
+    e = np.argsort(key.astype(np.int16 if places * places < 2 ** 15 else np.int64),
+                   kind="stable")
+    src, dst, w, key = src[e], dst[e], w[e], key[e]
+    by_type = np.argsort(joint, kind="stable")
+    counts = np.bincount(joint, minlength=k)
+    local = np.empty(num_nodes, np.int64)  # place of a candidate among those of its type
+    local[by_type] = np.arange(num_nodes) - np.repeat(np.cumsum(counts) - counts, counts)
     labels = np.full(num_nodes, -1, np.int64)
+    type_end = np.cumsum(counts)
     people = 0
-    for t in order:
-        idx = np.flatnonzero(joint == t)
-        if len(idx) == 0:
+    for place, t in enumerate(order):
+        if t >= k or counts[t] == 0:
             continue
+        idx = by_type[type_end[t] - counts[t]:type_end[t]]
         who = np.full(len(idx), -1, np.int64)
         if people:
-            gain = affinity[idx, :people]
+            # this type's edges towards the types visited before it
+            lo, stop = np.searchsorted(key, [place * places, place * places + place])
+            members = labels[dst[lo:stop]]
+            gain = np.bincount(local[src[lo:stop]] * people + members, weights=w[lo:stop],
+                               minlength=len(idx) * people).reshape(len(idx), people)
             # one extra column per candidate: starting a person gains 0
             rows, cols = linear_sum_assignment(
                 -np.hstack([gain, np.zeros((len(idx), len(idx)))]))
@@ -83,7 +113,6 @@ def joint_by_joint(dense: np.ndarray, joint: np.ndarray, order, tol: float) -> n
         who[fresh] = np.arange(people, people + int(fresh.sum()))
         people += int(fresh.sum())
         labels[idx] = who
-        affinity[:, who] += dense[:, idx]
     return labels
 
 
@@ -94,25 +123,27 @@ def _one_round(labels: np.ndarray, joint: np.ndarray, src: np.ndarray, dst: np.n
     c_count = int(labels.max()) + 1
     k = int(joint.max()) + 1
     # a[v, c]: weight from candidate v to the members of cluster c
-    a = np.bincount(src * c_count + labels[dst], weights=w,
+    to = labels[dst]
+    a = np.bincount(src * c_count + to, weights=w,
                     minlength=n * c_count).reshape(n, c_count)
     own = a[np.arange(n), labels]
     size = np.bincount(labels, minlength=c_count)
     slot = np.full((c_count, k), -1, np.int64)
     slot[labels, joint] = np.arange(n)
+    # every offered move, kept below where its gain beats tol: gain, first and second
+    # cluster (-1: a new one), kind, mover and occupant (-1: none)
     gains, first, second, kinds, movers, occupants = [], [], [], [], [], []
 
     def offer(gain, c1, c2, kind, v, u):
-        ok = gain > tol
-        gains.append(gain[ok])
-        first.append(c1[ok])
-        second.append(c2[ok])
-        kinds.append(np.full(int(ok.sum()), KINDS.index(kind)))
-        movers.append(v[ok])
-        occupants.append(u[ok])
+        gains.append(gain)
+        first.append(c1)
+        second.append(c2)
+        kinds.append(np.full(len(gain), KINDS.index(kind)))
+        movers.append(v)
+        occupants.append(u)
 
     # merges: weights between clusters, for clusters without a common joint type
-    between = np.bincount(labels[src] * c_count + labels[dst], weights=w,
+    between = np.bincount(labels[src] * c_count + to, weights=w,
                           minlength=c_count * c_count).reshape(c_count, c_count)
     ca, cb = np.nonzero(np.triu(between > tol, 1))
     has = slot >= 0
@@ -140,10 +171,13 @@ def _one_round(labels: np.ndarray, joint: np.ndarray, src: np.ndarray, dst: np.n
     offer(-own[alone], labels[alone], np.full(len(alone), -1), "new", alone,
           np.full(len(alone), -1))
     gain = np.concatenate(gains)
-    if len(gain) == 0:
+    ok = gain > tol
+    if not ok.any():
         return None
-    c1, c2 = np.concatenate(first), np.concatenate(second)
-    kind, v, u = np.concatenate(kinds), np.concatenate(movers), np.concatenate(occupants)
+    gain = gain[ok]
+    c1, c2 = np.concatenate(first)[ok], np.concatenate(second)[ok]
+    kind = np.concatenate(kinds)[ok]
+    v, u = np.concatenate(movers)[ok], np.concatenate(occupants)[ok]
     chosen = _disjoint_best(gain, kind, c1, c2, c_count)
     return _apply(labels, c_count, c1[chosen], c2[chosen], kind[chosen], v[chosen],
                   u[chosen])
