@@ -91,27 +91,35 @@ def joint_by_joint(joint: np.ndarray, src: np.ndarray, dst: np.ndarray, w: np.nd
     local = np.empty(num_nodes, np.int64)  # place of a candidate among those of its type
     local[by_type] = np.arange(num_nodes) - np.repeat(np.cumsum(counts) - counts, counts)
     labels = np.full(num_nodes, -1, np.int64)
-    type_end = np.cumsum(counts)
+    type_end = np.cumsum(counts).tolist()
+    counts = counts.tolist()
+    # each place's edges towards the types visited before it: key in [p * places, p * places + p)
+    bounds = np.searchsorted(key, [b for p in range(len(order))
+                                   for b in (p * places, p * places + p)]).tolist()
     people = 0
     for place, t in enumerate(order):
         if t >= k or counts[t] == 0:
             continue
         idx = by_type[type_end[t] - counts[t]:type_end[t]]
-        who = np.full(len(idx), -1, np.int64)
-        if people:
-            # this type's edges towards the types visited before it
-            lo, stop = np.searchsorted(key, [place * places, place * places + place])
+        m = len(idx)
+        lo, stop = bounds[2 * place], bounds[2 * place + 1]
+        if people and (stop > lo or tol < 0):  # without edges every candidate starts anew
             members = labels[dst[lo:stop]]
             gain = np.bincount(local[src[lo:stop]] * people + members, weights=w[lo:stop],
-                               minlength=len(idx) * people).reshape(len(idx), people)
+                               minlength=m * people).reshape(m, people)
             # one extra column per candidate: starting a person gains 0
-            rows, cols = linear_sum_assignment(
-                -np.hstack([gain, np.zeros((len(idx), len(idx)))]))
+            cost = np.zeros((m, people + m))
+            cost[:, :people] = gain
+            rows, cols = linear_sum_assignment(np.negative(cost, out=cost))
             ok = (cols < people) & (gain[rows, np.minimum(cols, people - 1)] > tol)
+            who = np.full(m, -1, np.int64)
             who[rows[ok]] = cols[ok]
-        fresh = who < 0
-        who[fresh] = np.arange(people, people + int(fresh.sum()))
-        people += int(fresh.sum())
+            fresh = who < 0
+            count = int(fresh.sum())
+            who[fresh] = np.arange(people, people + count)
+        else:
+            who, count = np.arange(people, people + m), m
+        people += count
         labels[idx] = who
     return labels
 
@@ -130,26 +138,15 @@ def _one_round(labels: np.ndarray, joint: np.ndarray, src: np.ndarray, dst: np.n
     size = np.bincount(labels, minlength=c_count)
     slot = np.full((c_count, k), -1, np.int64)
     slot[labels, joint] = np.arange(n)
-    # every offered move, kept below where its gain beats tol: gain, first and second
-    # cluster (-1: a new one), kind, mover and occupant (-1: none)
-    gains, first, second, kinds, movers, occupants = [], [], [], [], [], []
-
-    def offer(gain, c1, c2, kind, v, u):
-        gains.append(gain)
-        first.append(c1)
-        second.append(c2)
-        kinds.append(np.full(len(gain), KINDS.index(kind)))
-        movers.append(v)
-        occupants.append(u)
-
     # merges: weights between clusters, for clusters without a common joint type
     between = np.bincount(labels[src] * c_count + to, weights=w,
                           minlength=c_count * c_count).reshape(c_count, c_count)
-    ca, cb = np.nonzero(np.triu(between > tol, 1))
+    ca, cb = np.nonzero(between > tol)
+    upper = ca < cb
+    ca, cb = ca[upper], cb[upper]
     has = slot >= 0
     disjoint = ~(has[ca] & has[cb]).any(axis=1)
-    none = np.full(len(ca), -1)
-    offer(np.where(disjoint, between[ca, cb], 0.0), ca, cb, "merge", none, none)
+    merge = np.where(disjoint, between[ca, cb], 0.0)
     # vertex moves towards the clusters a candidate has a scored pair with
     v, c = np.nonzero(a)
     cur = labels[v]
@@ -157,27 +154,28 @@ def _one_round(labels: np.ndarray, joint: np.ndarray, src: np.ndarray, dst: np.n
     v, c, cur = v[away], c[away], cur[away]
     u = slot[c, joint[v]]
     free = u < 0
-    gain = a[v, c] - own[v]
-    offer(np.where(free, gain, 0.0), cur, c, "move", v, u)
+    move = np.where(free, a[v, c] - own[v], 0.0)
     taken = ~free
     vt, ct, ut, curt = v[taken], c[taken], u[taken], cur[taken]
     w_vu = dense[vt, ut]
     displace = a[vt, ct] - w_vu - own[vt] - own[ut]
     swap = displace + a[ut, curt] - w_vu
-    offer(displace, curt, ct, "displace", vt, ut)
-    offer(swap, curt, ct, "swap", vt, ut)
     # leaving: a candidate whose cluster weighs against it starts a new one
     alone = np.flatnonzero((own < -tol) & (size[labels] > 1))
-    offer(-own[alone], labels[alone], np.full(len(alone), -1), "new", alone,
-          np.full(len(alone), -1))
-    gain = np.concatenate(gains)
+    # every offer in KINDS' order: gain, first and second cluster (-1: a new one), mover
+    # and occupant (-1: none); kept where the gain beats tol
+    gain = np.concatenate([merge, move, displace, swap, -own[alone]])
     ok = gain > tol
     if not ok.any():
         return None
+    counts = [len(ca), len(v), len(vt), len(vt), len(alone)]
+    none = np.full(max(counts), -1)
     gain = gain[ok]
-    c1, c2 = np.concatenate(first)[ok], np.concatenate(second)[ok]
-    kind = np.concatenate(kinds)[ok]
-    v, u = np.concatenate(movers)[ok], np.concatenate(occupants)[ok]
+    kind = np.repeat(np.arange(len(KINDS)), counts)[ok]
+    c1 = np.concatenate([ca, cur, curt, curt, labels[alone]])[ok]
+    c2 = np.concatenate([cb, c, ct, ct, none[:len(alone)]])[ok]
+    v = np.concatenate([none[:len(ca)], v, vt, vt, alone])[ok]
+    u = np.concatenate([none[:len(ca)], u, ut, ut, none[:len(alone)]])[ok]
     chosen = _disjoint_best(gain, kind, c1, c2, c_count)
     return _apply(labels, c_count, c1[chosen], c2[chosen], kind[chosen], v[chosen],
                   u[chosen])
