@@ -102,6 +102,30 @@ def test_partner_pairs_are_each_candidates_cheapest_of_every_other_type(small_da
         GraphConfig(edges={"partners": 0})
 
 
+def test_partner_pairs_keep_order_and_break_ties_towards_the_first_candidate():
+    """Pairs come sorted by (i, j); of equal costs the lower-numbered candidate is the
+    partner: on integer positions and tags (many exact ties), against a plain loop."""
+    from posegnn.data.graph import partner_pairs
+
+    gen = torch.Generator().manual_seed(0)
+    for partners in (1, 2, 3):
+        n = 30
+        pos = torch.randint(0, 4, (n, 2), generator=gen).float()
+        tag = torch.randint(0, 2, (n, 1), generator=gen).float()
+        joint = torch.randint(0, 5, (n,), generator=gen)
+        pairs = partner_pairs(pos, tag, joint, 10.0, 5, EdgeConfig(partners=partners))
+        cost = torch.cdist(pos, pos) + torch.cdist(tag, tag)  # partner_scale * 10 = 1
+        expected = set()
+        for i in range(n):
+            for t in set(joint.tolist()) - {int(joint[i])}:
+                others = sorted((float(cost[i, j]), j) for j in range(n) if joint[j] == t)
+                expected |= {(min(i, j), max(i, j)) for _, j in others[:partners]}
+        assert {tuple(p) for p in pairs.T.tolist()} == expected
+        key = pairs[0] * n + pairs[1]
+        assert pairs.dtype == torch.long and pairs.is_contiguous()
+        assert (pairs[0] < pairs[1]).all() and (key[1:] > key[:-1]).all()
+
+
 @pytest.mark.parametrize("strategy", ["partners", "radius", "knn", "skeleton"])
 def test_edge_strategies(small_dataset, strategy):
     ds, g, _ = _graph(small_dataset)
