@@ -247,6 +247,28 @@ def test_max_filter_equals_max_pooling():
     assert torch.equal(max_filter(maps, 2), pooled)
 
 
+def test_local_maxima_equal_the_dense_max_filter(small_dataset):
+    """The sparse check (only pixels above the threshold, windows clamped at the border)
+    finds exactly the pixels of ``maps == max_filter(maps) & maps > threshold``, in the
+    same order: on real maps, on coarse random maps full of ties and border peaks, and
+    with a threshold that lets most pixels through (the dense path)."""
+    from posegnn.data.candidates import local_maxima
+
+    ds = PoseMapsDataset(small_dataset)
+    gen = torch.Generator().manual_seed(0)
+    cases = [torch.from_numpy(ds.load_maps(i).heatmaps) for i in ds.image_ids[:3]]
+    for _ in range(20):  # sparse (the sparse path) and dense, with many exact ties
+        coarse = torch.randint(1, 4, (3, 9, 7), generator=gen).float() / 4
+        cases += [coarse, coarse * (torch.rand(3, 9, 7, generator=gen) < 0.04)]
+    for maps in cases:
+        for radius in (1, 2, 3):
+            for threshold in (0.1, 0.3, -1.0):
+                dense = ((maps == max_filter(maps, radius)) & (maps > threshold)).nonzero(
+                    as_tuple=True)
+                sparse = local_maxima(maps, radius, threshold)
+                assert all(torch.equal(a, b) for a, b in zip(dense, sparse, strict=True))
+
+
 def test_a_plateau_gives_one_candidate():
     heat = torch.zeros(1, 32, 32)
     heat[0, 10, 10:12] = 0.8  # two equal neighbours, as float16 rounding makes them

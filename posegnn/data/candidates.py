@@ -32,8 +32,7 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     if cfg.nms_kernel < 1 or cfg.nms_kernel % 2 == 0:
         raise ValueError(f"nms_kernel must be a positive odd number, got {cfg.nms_kernel}")
     pad = cfg.nms_kernel // 2
-    is_peak = (heatmaps == max_filter(heatmaps, pad)) & (heatmaps > cfg.threshold)
-    joint, row, col = is_peak.nonzero(as_tuple=True)
+    joint, row, col = local_maxima(heatmaps, pad, cfg.threshold)
     score = heatmaps[joint, row, col]
     # group by joint type, strongest first, and keep the first top_k of each group
     order = torch.argsort(score, descending=True, stable=True)
@@ -48,6 +47,29 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     if cfg.refine and len(joint):
         uv = uv + _quadratic_offset(heatmaps, joint, row, col)
     return Peaks(uv, joint, score)
+
+
+def local_maxima(maps: torch.Tensor, radius: int, threshold: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(map, row, column) in raster order of every pixel above ``threshold`` that equals
+    the maximum of its (2r+1) x (2r+1) window: ``maps == max_filter(maps, r)``, checked
+    only at the few pixels above the threshold. A window cut by the border compares
+    with border pixels instead, which lie inside the window anyway."""
+    k, h, w = maps.shape
+    above = maps > threshold
+    joint, row, col = above.nonzero(as_tuple=True)
+    if len(joint) * (2 * radius + 1) ** 2 > 2 * maps.numel():  # most pixels: filter all
+        return ((maps == max_filter(maps, radius)) & above).nonzero(as_tuple=True)
+    if len(joint) == 0:
+        return joint, row, col
+    shifts = torch.arange(-radius, radius + 1)
+    rows = (row.unsqueeze(1) + shifts).clamp_(0, h - 1)  # [P, 2r+1]
+    cols = (col.unsqueeze(1) + shifts).clamp_(0, w - 1)
+    window = ((joint * h).unsqueeze(1) + rows).mul_(w).unsqueeze(2) + cols.unsqueeze(1)
+    flat = maps.reshape(-1)
+    value = flat.index_select(0, joint * (h * w) + row * w + col)
+    peak = (value.unsqueeze(1) >= flat[window.reshape(len(joint), -1)]).all(dim=1)
+    return joint[peak], row[peak], col[peak]
 
 
 def max_filter(maps: torch.Tensor, radius: int) -> torch.Tensor:
