@@ -267,6 +267,7 @@ def test_local_maxima_equal_the_dense_max_filter(small_dataset):
                     as_tuple=True)
                 sparse = local_maxima(maps, radius, threshold)
                 assert all(torch.equal(a, b) for a, b in zip(dense, sparse, strict=True))
+    assert all(len(t) == 0 for t in local_maxima(torch.zeros(2, 5, 5), 2, 0.1))
 
 
 def test_a_plateau_gives_one_candidate():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,22 +54,29 @@ def local_maxima(maps: torch.Tensor, radius: int, threshold: float
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(map, row, column) in raster order of every pixel above ``threshold`` that equals
     the maximum of its (2r+1) x (2r+1) window: ``maps == max_filter(maps, r)``, checked
-    only at the few pixels above the threshold. A window cut by the border compares
-    with border pixels instead, which lie inside the window anyway."""
+    only at the few pixels above the threshold (found with numpy, several times faster
+    than ``nonzero`` here). A window cut by the border compares with border pixels
+    instead, which lie inside the window anyway."""
     k, h, w = maps.shape
-    above = maps > threshold
-    joint, row, col = above.nonzero(as_tuple=True)
-    if len(joint) * (2 * radius + 1) ** 2 > 2 * maps.numel():  # most pixels: filter all
-        return ((maps == max_filter(maps, radius)) & above).nonzero(as_tuple=True)
-    if len(joint) == 0:
-        return joint, row, col
-    shifts = torch.arange(-radius, radius + 1)
+    if maps.device.type == "cpu" and not maps.requires_grad:
+        at = torch.from_numpy(np.flatnonzero(maps.numpy() > threshold))
+    else:
+        at = (maps > threshold).reshape(-1).nonzero().squeeze(1)
+    if len(at) * (2 * radius + 1) ** 2 > 2 * maps.numel():  # most pixels: filter all
+        return ((maps == max_filter(maps, radius)) & (maps > threshold)).nonzero(
+            as_tuple=True)
+    if len(at) == 0:
+        return at, at, at
+    joint = at // (h * w)
+    row = at % (h * w) // w
+    col = at % w
+    shifts = torch.arange(-radius, radius + 1, device=maps.device)
     rows = (row.unsqueeze(1) + shifts).clamp_(0, h - 1)  # [P, 2r+1]
     cols = (col.unsqueeze(1) + shifts).clamp_(0, w - 1)
     window = ((joint * h).unsqueeze(1) + rows).mul_(w).unsqueeze(2) + cols.unsqueeze(1)
     flat = maps.reshape(-1)
-    value = flat.index_select(0, joint * (h * w) + row * w + col)
-    peak = (value.unsqueeze(1) >= flat[window.reshape(len(joint), -1)]).all(dim=1)
+    peak = (flat.index_select(0, at).unsqueeze(1)
+            >= flat[window.reshape(len(at), -1)]).all(dim=1)
     return joint[peak], row[peak], col[peak]
 
 
