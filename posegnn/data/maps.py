@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from posegnn.layouts import Layout, layout_from_category
 
@@ -357,6 +358,14 @@ def _check_headers(path: Path, headers: dict, num_joints: int, max_mib: float) -
                            f"shape {headers['map_to_image'][0]}")
 
 
+def _float32(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as float32; from float16 through torch, whose conversion is about twice
+    as fast as numpy's (both exact)."""
+    if arr.dtype == np.float16:
+        return torch.from_numpy(arr).float().numpy()
+    return arr.astype(np.float32, copy=False)
+
+
 def read_maps(path: Path, image: dict, num_joints: int,
               max_mib: float = MAX_MAP_MIB) -> ImageMaps:
     """Read one ``maps/<id>.npz``: names, ranks, K, dtypes and size are checked from the
@@ -374,8 +383,7 @@ def read_maps(path: Path, image: dict, num_joints: int,
                            "data.skip_bad_maps=true leaves such images out") from None
     # float32 first: the finiteness check is much cheaper there than on float16, and
     # from 4 bytes or fewer the conversion keeps every NaN and inf and adds none
-    heat = arrays["heatmaps"].astype(np.float32, copy=False)
-    tags = arrays["tags"].astype(np.float32, copy=False)
+    heat, tags = _float32(arrays["heatmaps"]), _float32(arrays["tags"])
     for name, arr in (("heatmaps", heat), ("tags", tags)):
         if arrays[name].dtype.itemsize > 4:
             arr = arrays[name]
