@@ -12,7 +12,9 @@ largest people of each image are kept and the network's maps simulated for them 
 code; ``--baseline`` with the code under ``--baseline-src``) runs in its own process, one
 torch thread, so both are measured in one run on one machine and each reports its own
 peak RSS. Stage times are the median of ``--repeat`` runs per image, averaged over
-images. Without ``--ckpt`` an untrained default model is timed (its probabilities, and
+images; with ``--rounds R`` the pipelines run R times in turn and each figure is the
+median over rounds; ``--clock cpu`` times the worker thread's CPU time instead of the
+elapsed time. Without ``--ckpt`` an untrained default model is timed (its probabilities, and
 so the decoder's work, are not realistic).
 """
 
@@ -58,16 +60,20 @@ def make_datasets(root: Path, people: list[int], images: int) -> dict[int, str]:
     return out
 
 
-def median_ms(fn, repeat: int) -> tuple[float, object]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def median_ms(fn, repeat: int, clock=time.perf_counter) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         result = fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1000 * statistics.median(times), result
 
 
-def time_image(g, edges, module, gnn, ae, repeat: int) -> tuple[dict[str, float], int]:
+def time_image(g, edges, module, gnn, ae, repeat: int,
+               clock=time.perf_counter) -> tuple[dict[str, float], int]:
     """Median milliseconds of each stage on one vertex graph, and its scored pairs."""
     import torch
 
@@ -78,13 +84,13 @@ def time_image(g, edges, module, gnn, ae, repeat: int) -> tuple[dict[str, float]
             return torch.sigmoid(module.net(data)).numpy()
 
     times = {}
-    times["edges"], data = median_ms(partial(edges, g), repeat)
-    times["model"], prob = median_ms(partial(model, data), repeat)
+    times["edges"], data = median_ms(partial(edges, g), repeat, clock)
+    times["model"], prob = median_ms(partial(model, data), repeat, clock)
     cands = candidates_of(g)
     pair_index = data.pair_index.numpy()
     times["decode"], _ = median_ms(partial(gnn.group, cands, pair_index=pair_index,
-                                           prob=prob), repeat)
-    times["ae"], _ = median_ms(partial(ae.group, cands), repeat)
+                                           prob=prob), repeat, clock)
+    times["ae"], _ = median_ms(partial(ae.group, cands), repeat, clock)
     return times, pair_index.shape[1]
 
 
@@ -122,7 +128,8 @@ def worker(args) -> None:
         t = {"edges": [], "model": [], "decode": [], "ae": []}
         pairs = 0
         for g in graphs:
-            times, num_pairs = time_image(g, edges, module, gnn, ae, args.repeat)
+            times, num_pairs = time_image(g, edges, module, gnn, ae, args.repeat,
+                                          CLOCKS[args.clock])
             for k, v in times.items():
                 t[k].append(v)
             pairs += num_pairs
@@ -159,14 +166,21 @@ def load(ckpt: str | None, datasets: dict[int, str]):
 
 
 def run_pipeline(ckpt: Path | None, src: Path, datasets: dict[int, str],
-                 repeat: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--repeat", str(repeat),
+                 repeat: int, clock: str = "wall") -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--repeat", str(repeat), "--clock", clock,
            "--datasets", json.dumps(datasets)] + (["--ckpt", str(ckpt)] if ckpt else [])
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"pipeline {ckpt} ({src}) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_run(runs: list[dict]) -> dict:
+    """One run whose every figure is the median of ``runs``' figures."""
+    rows = [{key: statistics.median(run["rows"][r][key] for run in runs)
+             for key in runs[0]["rows"][r]} for r in range(len(runs[0]["rows"]))]
+    return {**runs[0], "rows": rows}
 
 
 def main() -> None:
@@ -178,6 +192,12 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None, help="checkpoint of the old code")
     ap.add_argument("--baseline-src", type=Path, default=None,
                     help="a checkout of the old code (git archive <commit> | tar -x -C DIR)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall: elapsed time; cpu: the worker thread's CPU time (steadier "
+                         "when other jobs share the cores)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each pipeline, alternating new and old; each figure is "
+                         "the median over rounds")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--datasets", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -189,10 +209,14 @@ def main() -> None:
     here = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
         datasets = make_datasets(Path(tmp), args.people, args.images)
-        runs = [("new", run_pipeline(args.ckpt, here, datasets, args.repeat))]
+        pipelines = [("new", args.ckpt, here)]
         if args.baseline:
-            runs.append(("old", run_pipeline(args.baseline, args.baseline_src.resolve(),
-                                             datasets, args.repeat)))
+            pipelines.append(("old", args.baseline, args.baseline_src.resolve()))
+        done = {label: [] for label, _, _ in pipelines}
+        for _ in range(args.rounds):
+            for label, ckpt, src in pipelines:
+                done[label].append(run_pipeline(ckpt, src, datasets, args.repeat, args.clock))
+        runs = [(label, median_run(done[label])) for label, _, _ in pipelines]
     print("| code | people | candidates | pairs | pairs+attrs ms | model ms | decode ms "
           "| gnn total ms | ae ms | gnn / ae | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -104,6 +104,30 @@ def test_partner_pairs_are_each_candidates_cheapest_of_every_other_type(small_da
         GraphConfig(edges=EdgeConfig(partners=0))
 
 
+def test_partner_pairs_keep_order_and_break_ties_towards_the_first_candidate():
+    """Pairs come sorted by (i, j); of equal costs the lower-numbered candidate is the
+    partner: on integer positions and tags (many exact ties), against a plain loop."""
+    from posegnn.data.graph import partner_pairs
+
+    gen = torch.Generator().manual_seed(0)
+    for partners in (1, 2, 3):
+        n = 30
+        pos = torch.randint(0, 4, (n, 2), generator=gen).float()
+        tag = torch.randint(0, 2, (n, 1), generator=gen).float()
+        joint = torch.randint(0, 5, (n,), generator=gen)
+        pairs = partner_pairs(pos, tag, joint, 10.0, 5, EdgeConfig(partners=partners))
+        cost = torch.cdist(pos, pos) + torch.cdist(tag, tag)  # partner_scale * 10 = 1
+        expected = set()
+        for i in range(n):
+            for t in set(joint.tolist()) - {int(joint[i])}:
+                others = sorted((float(cost[i, j]), j) for j in range(n) if joint[j] == t)
+                expected |= {(min(i, j), max(i, j)) for _, j in others[:partners]}
+        assert {tuple(p) for p in pairs.T.tolist()} == expected
+        key = pairs[0] * n + pairs[1]
+        assert pairs.dtype == torch.long and pairs.is_contiguous()
+        assert (pairs[0] < pairs[1]).all() and (key[1:] > key[:-1]).all()
+
+
 @pytest.mark.parametrize("strategy", ["partners", "radius", "knn", "skeleton"])
 def test_edge_strategies(small_dataset, strategy):
     ds, g, _ = _graph(small_dataset)
@@ -225,6 +249,29 @@ def test_max_filter_equals_max_pooling():
     maps = torch.rand(3, 40, 33)
     pooled = torch.nn.functional.max_pool2d(maps[None], 5, stride=1, padding=2)[0]
     assert torch.equal(max_filter(maps, 2), pooled)
+
+
+def test_local_maxima_equal_the_dense_max_filter(small_dataset):
+    """The sparse check (only pixels above the threshold, windows clamped at the border)
+    finds exactly the pixels of ``maps == max_filter(maps) & maps > threshold``, in the
+    same order: on real maps, on coarse random maps full of ties and border peaks, and
+    with a threshold that lets most pixels through (the dense path)."""
+    from posegnn.data.candidates import local_maxima
+
+    ds = PoseMapsDataset(small_dataset)
+    gen = torch.Generator().manual_seed(0)
+    cases = [torch.from_numpy(ds.load_maps(i).heatmaps) for i in ds.image_ids[:3]]
+    for _ in range(20):  # sparse (the sparse path) and dense, with many exact ties
+        coarse = torch.randint(1, 4, (3, 9, 7), generator=gen).float() / 4
+        cases += [coarse, coarse * (torch.rand(3, 9, 7, generator=gen) < 0.04)]
+    for maps in cases:
+        for radius in (1, 2, 3):
+            for threshold in (0.1, 0.3, -1.0):
+                dense = ((maps == max_filter(maps, radius)) & (maps > threshold)).nonzero(
+                    as_tuple=True)
+                sparse = local_maxima(maps, radius, threshold)
+                assert all(torch.equal(a, b) for a, b in zip(dense, sparse, strict=True))
+    assert all(len(t) == 0 for t in local_maxima(torch.zeros(2, 5, 5), 2, 0.1))
 
 
 def test_a_plateau_gives_one_candidate():

@@ -272,3 +272,31 @@ def test_the_person_scorer_learns_oks_and_travels_in_the_checkpoint(small_datase
     features = torch.rand(5, loaded.person_scorer.mean.shape[0]).numpy()
     np.testing.assert_array_equal(loaded.scorer(features), module.scorer(features))
     assert ((0 <= loaded.scorer(features)) & (loaded.scorer(features) <= 1)).all()
+
+
+def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
+    """The eval-mode max path (running maximum from -inf, cached folded weights) equals
+    h([x_i, x_j - x_i, e_ij]) maxed over incoming edges; a vertex that receives no edge
+    comes out as zeros, as the training form's empty aggregation gives."""
+    from torch_geometric.utils import scatter
+
+    torch.manual_seed(0)
+    layer = EdgeConvAttr(mlp_block(2 * 4 + 3, 8), in_dim=4)
+    norm = layer.nn[1]
+    with torch.no_grad():  # BatchNorm statistics that do not fold to the identity
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.normal_()
+        norm.bias.normal_()
+    layer.eval()
+    x, e = torch.randn(5, 4), torch.randn(4, 3)
+    edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 1]])  # 0 and 4 receive nothing
+    src, dst = edges
+    with torch.inference_mode():
+        out = layer(x, edges, e)
+        again = layer(x, edges, e)  # from the cached weights
+    with torch.no_grad():
+        message = layer.nn(torch.cat([x[dst], x[src] - x[dst], e], dim=1))
+    expected = scatter(message, dst, 0, dim_size=5, reduce="max")
+    assert torch.allclose(out, expected, atol=1e-6) and torch.equal(out, again)
+    assert (out[[0, 4]] == 0).all() and (out[[1, 2, 3]] != 0).any()

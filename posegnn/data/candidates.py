@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,8 +33,7 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     if cfg.nms_kernel < 1 or cfg.nms_kernel % 2 == 0:
         raise ValueError(f"nms_kernel must be a positive odd number, got {cfg.nms_kernel}")
     pad = cfg.nms_kernel // 2
-    is_peak = (heatmaps == max_filter(heatmaps, pad)) & (heatmaps > cfg.threshold)
-    joint, row, col = is_peak.nonzero(as_tuple=True)
+    joint, row, col = local_maxima(heatmaps, pad, cfg.threshold)
     score = heatmaps[joint, row, col]
     # group by joint type, strongest first, and keep the first top_k of each group
     order = torch.argsort(score, descending=True, stable=True)
@@ -48,6 +48,36 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     if cfg.refine and len(joint):
         uv = uv + _quadratic_offset(heatmaps, joint, row, col)
     return Peaks(uv, joint, score)
+
+
+def local_maxima(maps: torch.Tensor, radius: int, threshold: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(map, row, column) in raster order of every pixel above ``threshold`` that equals
+    the maximum of its (2r+1) x (2r+1) window: ``maps == max_filter(maps, r)``, checked
+    only at the few pixels above the threshold (found with numpy, several times faster
+    than ``nonzero`` here). A window cut by the border compares with border pixels
+    instead, which lie inside the window anyway."""
+    k, h, w = maps.shape
+    if maps.device.type == "cpu" and not maps.requires_grad:
+        at = torch.from_numpy(np.flatnonzero(maps.numpy() > threshold))
+    else:
+        at = (maps > threshold).reshape(-1).nonzero().squeeze(1)
+    if len(at) * (2 * radius + 1) ** 2 > 2 * maps.numel():  # most pixels: filter all
+        return ((maps == max_filter(maps, radius)) & (maps > threshold)).nonzero(
+            as_tuple=True)
+    if len(at) == 0:
+        return at, at, at
+    joint = at // (h * w)
+    row = at % (h * w) // w
+    col = at % w
+    shifts = torch.arange(-radius, radius + 1, device=maps.device)
+    rows = (row.unsqueeze(1) + shifts).clamp_(0, h - 1)  # [P, 2r+1]
+    cols = (col.unsqueeze(1) + shifts).clamp_(0, w - 1)
+    window = ((joint * h).unsqueeze(1) + rows).mul_(w).unsqueeze(2) + cols.unsqueeze(1)
+    flat = maps.reshape(-1)
+    peak = (flat.index_select(0, at).unsqueeze(1)
+            >= flat[window.reshape(len(at), -1)]).all(dim=1)
+    return joint[peak], row[peak], col[peak]
 
 
 def max_filter(maps: torch.Tensor, radius: int) -> torch.Tensor:

@@ -150,27 +150,38 @@ def partner_pairs(pos: torch.Tensor, tag: torch.Tensor, joint: torch.Tensor,
     """Each candidate's ``cfg.partners`` cheapest candidates of every other joint type,
     cost = distance / (partner_scale * long_side) + tag distance, as unordered pairs
     [2, M] (i < j, sorted). At most ``partners * (K - 1)`` per candidate: pairs grow
-    linearly with the candidates, not with their square."""
+    linearly with the candidates, not with their square. Of equal costs the first
+    candidate wins. The selection runs in numpy (many small steps, cheaper there)."""
     n = len(joint)
-    cost = torch.cdist(pos, pos) / (cfg.partner_scale * long_side) + torch.cdist(tag, tag)
+    cost = (torch.cdist(pos, pos) / (cfg.partner_scale * long_side)
+            + torch.cdist(tag, tag)).numpy()
+    joint = joint.numpy()
     # the columns of each joint type side by side, padded with an infinite column (n)
-    counts = torch.bincount(joint, minlength=num_joints)
+    counts = np.bincount(joint, minlength=num_joints)
     width = int(counts.max())
-    by_type = torch.argsort(joint, stable=True)
-    slot = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[joint[by_type]]
-    columns = torch.full((num_joints, width), n, dtype=torch.long)
-    columns[joint[by_type], slot] = by_type
-    cost = torch.cat([cost, cost.new_full((n, 1), float("inf"))], dim=1)
-    grouped = cost[:, columns]  # [N, K, width]
-    grouped[torch.arange(n), joint] = float("inf")  # never a candidate's own type
-    chosen = torch.zeros((n, n + 1), dtype=torch.bool)
-    for _ in range(min(cfg.partners, width)):  # k passes of a minimum beat topk here
-        value, pick = grouped.min(dim=2)
-        partner = columns.gather(1, pick.T).T  # [N, K]
-        chosen.scatter_(1, partner.masked_fill(value.isinf(), n), True)  # n: none left
-        grouped.scatter_(2, pick.unsqueeze(2), float("inf"))
-    chosen = chosen[:, :n]
-    return torch.triu(chosen | chosen.T, diagonal=1).nonzero().T.contiguous()
+    by_type = np.argsort(joint, kind="stable")
+    columns = np.full((num_joints, width), n)
+    columns[joint[by_type], np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)] = (
+        by_type)
+    padded = np.empty((n, n + 1), cost.dtype)
+    padded[:, :n] = cost
+    padded[:, n] = np.inf
+    grouped = padded.take(columns, axis=1)  # [N, K, width], C order
+    rows = np.arange(n)
+    grouped[rows, joint] = np.inf  # never a candidate's own type
+    flat = grouped.reshape(-1)  # a view: writes reach ``grouped``
+    first = np.arange(0, flat.size, width).reshape(n, num_joints)
+    type_first = np.arange(0, columns.size, width)
+    chosen = np.zeros((n, n + 1), bool)
+    for _ in range(min(cfg.partners, width)):  # k passes of a minimum beat a sort here
+        pick = grouped.argmin(axis=2)  # [N, K]: the first of equal costs
+        at = first + pick
+        partner = np.where(flat[at] != np.inf, columns.reshape(-1)[type_first + pick], n)
+        chosen[rows[:, None], partner] = True  # n: none left
+        flat[at] = np.inf
+    i, j = np.nonzero(chosen[:, :n] | chosen[:, :n].T)
+    upper = i < j
+    return torch.from_numpy(np.stack([i[upper], j[upper]]))
 
 
 def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
@@ -199,7 +210,8 @@ def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
         s_i, s_j = score.index_select(0, i), score.index_select(0, j)
         both(torch.stack([s_i, s_j], dim=1), torch.stack([s_j, s_i], dim=1))
     if cfg.limb:
-        limb = limbs[joint.index_select(0, i), joint.index_select(0, j)]
+        limb = limbs.reshape(-1).index_select(0, joint.index_select(0, i) * len(limbs)
+                                              + joint.index_select(0, j))
         both(torch.nn.functional.one_hot(limb, int(limbs.max()) + 1).float())
     if cfg.competition:
         comp = competition_attributes(tag, joint, torch.cat([i, j]), torch.cat([j, i]),
@@ -218,16 +230,15 @@ def competition_attributes(tag: torch.Tensor, joint: torch.Tensor, src: torch.Te
     src to any candidate of dst's joint type, and log of its distance over the smallest
     such distance. Zero for the best alternative; what associative embedding cannot see
     is how close the runner-up is."""
-    tag_dist = (tag[dst] - tag[src]).norm(dim=1)
-    group = src * num_joints + joint[dst]
+    tag_dist = (tag.index_select(0, dst) - tag.index_select(0, src)).norm(dim=1)
+    group = src * num_joints + joint.index_select(0, dst)
     size = int(src.max()) * num_joints + num_joints if len(src) else 0
-    parts = []
-    for value in (tag_dist, dist):
-        best = value.new_full((size,), float("inf")).scatter_reduce(
-            0, group, value, reduce="amin", include_self=True)
-        parts.append(value - best[group])
-    ratio = torch.log1p(parts[1] / (dist - parts[1] + 1e-3))
-    return torch.stack([parts[0], ratio], dim=1)
+    value = torch.stack([tag_dist, dist], dim=1)  # both minima in one reduction
+    best = value.new_full((size, 2), float("inf")).scatter_reduce_(
+        0, group.unsqueeze(1).expand_as(value), value, "amin")
+    margin = value.sub_(best.index_select(0, group))
+    margin[:, 1] = torch.log1p(margin[:, 1] / (dist - margin[:, 1] + 1e-3))
+    return margin
 
 
 def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.ndarray,

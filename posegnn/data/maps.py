@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from posegnn.layouts import Layout, layout_from_category
 
@@ -357,6 +358,14 @@ def _check_headers(path: Path, headers: dict, num_joints: int, max_mib: float) -
                            f"shape {headers['map_to_image'][0]}")
 
 
+def _float32(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as float32; from float16 through torch, whose conversion is about twice
+    as fast as numpy's (both exact)."""
+    if arr.dtype == np.float16:
+        return torch.from_numpy(arr).float().numpy()
+    return arr.astype(np.float32, copy=False)
+
+
 def read_maps(path: Path, image: dict, num_joints: int,
               max_mib: float = MAX_MAP_MIB) -> ImageMaps:
     """Read one ``maps/<id>.npz``: names, ranks, K, dtypes and size are checked from the
@@ -372,8 +381,12 @@ def read_maps(path: Path, image: dict, num_joints: int,
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise DatasetError(f"{path}: unreadable npz ({type(e).__name__}: {e}); "
                            "data.skip_bad_maps=true leaves such images out") from None
-    heat, tags = arrays["heatmaps"], arrays["tags"]
+    # float32 first: the finiteness check is much cheaper there than on float16, and
+    # from 4 bytes or fewer the conversion keeps every NaN and inf and adds none
+    heat, tags = _float32(arrays["heatmaps"]), _float32(arrays["tags"])
     for name, arr in (("heatmaps", heat), ("tags", tags)):
+        if arrays[name].dtype.itemsize > 4:
+            arr = arrays[name]
         if not np.isfinite(arr).all():
             raise DatasetError(f"{path}: '{name}' contains NaN or inf "
                                f"({int((~np.isfinite(arr)).sum())} values)")
@@ -385,5 +398,4 @@ def read_maps(path: Path, image: dict, num_joints: int,
                            [0.0, image["height"] / heat.shape[1], 0.0]])
     elif not np.isfinite(affine).all():
         raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine")
-    return ImageMaps(int(image["id"]), heat.astype(np.float32, copy=False),
-                     tags.astype(np.float32, copy=False), np.asarray(affine, dtype=np.float64))
+    return ImageMaps(int(image["id"]), heat, tags, np.asarray(affine, dtype=np.float64))

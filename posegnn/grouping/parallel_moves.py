@@ -34,8 +34,9 @@ KINDS = ("merge", "move", "displace", "swap", "new")
 def parallel_moves_decode(num_nodes: int, joint: np.ndarray, pair_index: np.ndarray,
                           weight: np.ndarray, order: tuple[int, ...] | None = None,
                           max_rounds: int | None = None, tol: float = 1e-9) -> np.ndarray:
-    """Cluster label (0..C-1) per candidate from pair weights [M] of pairs [2, M];
-    ``order`` is the joint types' order for the start (default 0..K-1)."""
+    """Cluster label (0..C-1) per candidate from pair weights [M] of pairs [2, M] (each
+    unordered pair at most once); ``order`` is the joint types' order for the start
+    (default 0..K-1)."""
     joint = np.asarray(joint, dtype=np.int64)
     i, j = np.asarray(pair_index, dtype=np.int64).reshape(2, -1)
     weight = np.asarray(weight, dtype=np.float64).reshape(-1)
@@ -47,43 +48,79 @@ def parallel_moves_decode(num_nodes: int, joint: np.ndarray, pair_index: np.ndar
         return np.arange(num_nodes)
     if order is None:
         order = range(int(joint.max()) + 1)
+    labels = joint_by_joint(joint, src, dst, w, order, tol)
     dense = np.zeros((num_nodes, num_nodes))
     dense[src, dst] = w
-    labels = joint_by_joint(dense, joint, order, tol)
     rounds = 10 * num_nodes + 100 if max_rounds is None else int(max_rounds)
     for _ in range(rounds):
-        labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+        labels = compact(labels)
         moved = _one_round(labels, joint, src, dst, w, dense, tol)
         if moved is None:
             break
         labels = moved
-    return np.unique(labels, return_inverse=True)[1].reshape(-1)
+    return compact(labels)
 
 
-def joint_by_joint(dense: np.ndarray, joint: np.ndarray, order, tol: float) -> np.ndarray:
-    """The start from the [N, N] weights: joint types in ``order``, each assigned to the
-    people so far."""
+def compact(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0..C-1 in the order of their values (``np.unique``'s inverse,
+    without sorting)."""
+    low = int(labels.min())
+    used = np.zeros(int(labels.max()) - low + 1, bool)
+    used[labels - low] = True
+    return (np.cumsum(used) - 1)[labels - low]
+
+
+def joint_by_joint(joint: np.ndarray, src: np.ndarray, dst: np.ndarray, w: np.ndarray,
+                   order, tol: float) -> np.ndarray:
+    """The start from the directed weighted edges ``src -> dst`` (both directions of each
+    pair): joint types in ``order``, each assigned to the people so far by its summed
+    weight to each person's members (added in the order the members joined)."""
     num_nodes = len(joint)
-    affinity = np.zeros((num_nodes, num_nodes))  # [candidate, person]: summed weight
+    k = int(joint.max()) + 1
+    order = [int(t) for t in order]
+    visit = np.full(max(k, max(order) + 1), len(order), np.int64)  # place in ``order``
+    visit[order] = np.arange(len(order))  # (a type left out comes after every visit)
+    # edges by the place of their source's type, then of their target's (a stable sort)
+    places = len(order) + 1
+    key = visit[joint[src]] * places + visit[joint[dst]]
+    e = np.argsort(key.astype(np.int16 if places * places < 2 ** 15 else np.int64),
+                   kind="stable")
+    src, dst, w, key = src[e], dst[e], w[e], key[e]
+    by_type = np.argsort(joint, kind="stable")
+    counts = np.bincount(joint, minlength=k)
+    local = np.empty(num_nodes, np.int64)  # place of a candidate among those of its type
+    local[by_type] = np.arange(num_nodes) - np.repeat(np.cumsum(counts) - counts, counts)
     labels = np.full(num_nodes, -1, np.int64)
+    type_end = np.cumsum(counts).tolist()
+    counts = counts.tolist()
+    # each place's edges towards the types visited before it: key in [p * places, p * places + p)
+    bounds = np.searchsorted(key, [b for p in range(len(order))
+                                   for b in (p * places, p * places + p)]).tolist()
     people = 0
-    for t in order:
-        idx = np.flatnonzero(joint == t)
-        if len(idx) == 0:
+    for place, t in enumerate(order):
+        if t >= k or counts[t] == 0:
             continue
-        who = np.full(len(idx), -1, np.int64)
-        if people:
-            gain = affinity[idx, :people]
+        idx = by_type[type_end[t] - counts[t]:type_end[t]]
+        m = len(idx)
+        lo, stop = bounds[2 * place], bounds[2 * place + 1]
+        if people and (stop > lo or tol < 0):  # without edges every candidate starts anew
+            members = labels[dst[lo:stop]]
+            gain = np.bincount(local[src[lo:stop]] * people + members, weights=w[lo:stop],
+                               minlength=m * people).reshape(m, people)
             # one extra column per candidate: starting a person gains 0
-            rows, cols = linear_sum_assignment(
-                -np.hstack([gain, np.zeros((len(idx), len(idx)))]))
+            cost = np.zeros((m, people + m))
+            cost[:, :people] = gain
+            rows, cols = linear_sum_assignment(np.negative(cost, out=cost))
             ok = (cols < people) & (gain[rows, np.minimum(cols, people - 1)] > tol)
+            who = np.full(m, -1, np.int64)
             who[rows[ok]] = cols[ok]
-        fresh = who < 0
-        who[fresh] = np.arange(people, people + int(fresh.sum()))
-        people += int(fresh.sum())
+            fresh = who < 0
+            count = int(fresh.sum())
+            who[fresh] = np.arange(people, people + count)
+        else:
+            who, count = np.arange(people, people + m), m
+        people += count
         labels[idx] = who
-        affinity[:, who] += dense[:, idx]
     return labels
 
 
@@ -94,31 +131,22 @@ def _one_round(labels: np.ndarray, joint: np.ndarray, src: np.ndarray, dst: np.n
     c_count = int(labels.max()) + 1
     k = int(joint.max()) + 1
     # a[v, c]: weight from candidate v to the members of cluster c
-    a = np.bincount(src * c_count + labels[dst], weights=w,
+    to = labels[dst]
+    a = np.bincount(src * c_count + to, weights=w,
                     minlength=n * c_count).reshape(n, c_count)
     own = a[np.arange(n), labels]
     size = np.bincount(labels, minlength=c_count)
     slot = np.full((c_count, k), -1, np.int64)
     slot[labels, joint] = np.arange(n)
-    gains, first, second, kinds, movers, occupants = [], [], [], [], [], []
-
-    def offer(gain, c1, c2, kind, v, u):
-        ok = gain > tol
-        gains.append(gain[ok])
-        first.append(c1[ok])
-        second.append(c2[ok])
-        kinds.append(np.full(int(ok.sum()), KINDS.index(kind)))
-        movers.append(v[ok])
-        occupants.append(u[ok])
-
     # merges: weights between clusters, for clusters without a common joint type
-    between = np.bincount(labels[src] * c_count + labels[dst], weights=w,
+    between = np.bincount(labels[src] * c_count + to, weights=w,
                           minlength=c_count * c_count).reshape(c_count, c_count)
-    ca, cb = np.nonzero(np.triu(between > tol, 1))
+    ca, cb = np.nonzero(between > tol)
+    upper = ca < cb
+    ca, cb = ca[upper], cb[upper]
     has = slot >= 0
     disjoint = ~(has[ca] & has[cb]).any(axis=1)
-    none = np.full(len(ca), -1)
-    offer(np.where(disjoint, between[ca, cb], 0.0), ca, cb, "merge", none, none)
+    merge = np.where(disjoint, between[ca, cb], 0.0)
     # vertex moves towards the clusters a candidate has a scored pair with
     v, c = np.nonzero(a)
     cur = labels[v]
@@ -126,24 +154,28 @@ def _one_round(labels: np.ndarray, joint: np.ndarray, src: np.ndarray, dst: np.n
     v, c, cur = v[away], c[away], cur[away]
     u = slot[c, joint[v]]
     free = u < 0
-    gain = a[v, c] - own[v]
-    offer(np.where(free, gain, 0.0), cur, c, "move", v, u)
+    move = np.where(free, a[v, c] - own[v], 0.0)
     taken = ~free
     vt, ct, ut, curt = v[taken], c[taken], u[taken], cur[taken]
     w_vu = dense[vt, ut]
     displace = a[vt, ct] - w_vu - own[vt] - own[ut]
     swap = displace + a[ut, curt] - w_vu
-    offer(displace, curt, ct, "displace", vt, ut)
-    offer(swap, curt, ct, "swap", vt, ut)
     # leaving: a candidate whose cluster weighs against it starts a new one
     alone = np.flatnonzero((own < -tol) & (size[labels] > 1))
-    offer(-own[alone], labels[alone], np.full(len(alone), -1), "new", alone,
-          np.full(len(alone), -1))
-    gain = np.concatenate(gains)
-    if len(gain) == 0:
+    # every offer in KINDS' order: gain, first and second cluster (-1: a new one), mover
+    # and occupant (-1: none); kept where the gain beats tol
+    gain = np.concatenate([merge, move, displace, swap, -own[alone]])
+    ok = gain > tol
+    if not ok.any():
         return None
-    c1, c2 = np.concatenate(first), np.concatenate(second)
-    kind, v, u = np.concatenate(kinds), np.concatenate(movers), np.concatenate(occupants)
+    counts = [len(ca), len(v), len(vt), len(vt), len(alone)]
+    none = np.full(max(counts), -1)
+    gain = gain[ok]
+    kind = np.repeat(np.arange(len(KINDS)), counts)[ok]
+    c1 = np.concatenate([ca, cur, curt, curt, labels[alone]])[ok]
+    c2 = np.concatenate([cb, c, ct, ct, none[:len(alone)]])[ok]
+    v = np.concatenate([none[:len(ca)], v, vt, vt, alone])[ok]
+    u = np.concatenate([none[:len(ca)], u, ut, ut, none[:len(alone)]])[ok]
     chosen = _disjoint_best(gain, kind, c1, c2, c_count)
     return _apply(labels, c_count, c1[chosen], c2[chosen], kind[chosen], v[chosen],
                   u[chosen])

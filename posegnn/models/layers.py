@@ -25,18 +25,21 @@ def fold_batchnorm(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[Tensor, Ten
 def eval_weights(module: nn.Module, compute) -> tuple[Tensor, ...]:
     """``compute()``: the eval-mode weights a module derives from its own (folded,
     split, transposed). Without autograd they are kept until a parameter or buffer of
-    the module changes (an optimizer step, ``load_state_dict``), so inference derives
-    them once; with autograd they are derived on each call, gradients flowing."""
+    the module changes (an optimizer step, ``load_state_dict``, a new tensor), so
+    inference derives them once; with autograd they are derived on each call, gradients
+    flowing. The submodules are listed once; the check per call reads their tensors'
+    versions and storage."""
     if torch.is_grad_enabled():
         return compute()
-    tensors = [*module.parameters(), *module.buffers()]
-    key = tuple((t._version, t.data_ptr()) for t in tensors)
     cached = module.__dict__.get("_eval_weight_cache")
-    if cached is None or cached[0] != key:
+    parts = cached[0] if cached is not None else tuple(module.modules())
+    key = tuple((t._version, t.data_ptr()) for m in parts
+                for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+    if cached is None or cached[1] != key:
         with torch.inference_mode(False):  # plain tensors, usable outside inference mode
-            cached = (key, tuple(w.contiguous() for w in compute()))
+            cached = (parts, key, tuple(w.contiguous() for w in compute()))
         module.__dict__["_eval_weight_cache"] = cached
-    return cached[1]
+    return cached[2]
 
 
 class EdgeConvAttr(MessagePassing):
@@ -87,13 +90,14 @@ class EdgeConvAttr(MessagePassing):
         return (*(w.T for w in self._split(weight)), bias)
 
     def max_eval(self, x: Tensor, src: Tensor, dst: Tensor, edge_attr: Tensor) -> Tensor:
-        """The eval-mode forward with max aggregation (see the class doc)."""
+        """The eval-mode forward with max aggregation (see the class doc). The running
+        maximum starts at -inf, so a vertex without incoming edges comes out as
+        relu(-inf) = 0, as the training form's empty aggregation gives."""
         a, b, c, bias = eval_weights(self, self._eval_weights)  # transposed: [in, out]
-        per_edge = (edge_attr @ c).add_((x @ b).index_select(0, src))
-        best = x.new_zeros((len(x), len(bias))).scatter_reduce_(
-            0, dst.unsqueeze(1).expand_as(per_edge), per_edge, "amax", include_self=False)
-        has = torch.zeros(len(x), dtype=x.dtype, device=x.device).index_fill_(0, dst, 1.0)
-        return torch.relu_(torch.addmm(bias, x, a).add_(best)).mul_(has.unsqueeze(1))
+        per_edge = (x @ b).index_select(0, src).addmm_(edge_attr, c)
+        best = x.new_full((len(x), len(bias)), float("-inf")).scatter_reduce_(
+            0, dst.unsqueeze(1).expand_as(per_edge), per_edge, "amax")
+        return torch.addmm(bias, x, a).add_(best).relu_()
 
 
 class ConvLayer(nn.Module):
@@ -121,6 +125,6 @@ class ConvLayer(nn.Module):
                      if kind in ("gatv2", "transformer") else nn.Identity())
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
-        if self.uses_edge_attr:
-            return self.post(self.conv(x, edge_index, edge_attr))
-        return self.post(self.conv(x, edge_index))
+        out = self.conv(x, edge_index, edge_attr) if self.uses_edge_attr else self.conv(
+            x, edge_index)
+        return out if isinstance(self.post, nn.Identity) else self.post(out)

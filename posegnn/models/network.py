@@ -109,15 +109,16 @@ class EdgeClassifier(nn.Module):
         first map's ``h_i + h_j`` part is applied once per vertex, not per pair, and each
         input block meets its own slice of the weight (no concatenation)."""
         *blocks, b1, w2, b2, w_out, b_out = eval_weights(self, self._eval_weights)
-        per_vertex = h @ blocks[0]
-        i, j = pair_index
-        hi, hj = h.index_select(0, i), h.index_select(0, j)
+        m, both = pair_index.shape[1], pair_index.reshape(-1)  # both: all i, then all j
+        per_vertex = (h @ blocks[0]).index_select(0, both)
+        hij = h.index_select(0, both)
+        hi, hj = hij[:m], hij[m:]
         inputs = [(hi - hj).abs_(), hi.mul_(hj)]
         if self.use_attr:
             inputs += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs_()]
         if extra is not None:
             inputs.append(extra)
-        z = per_vertex.index_select(0, i).add_(per_vertex.index_select(0, j)).add_(b1)
+        z = torch.add(per_vertex[:m], per_vertex[m:]).add_(b1)
         for x, w in zip(inputs, blocks[1:], strict=False):
             z.addmm_(x, w)
         z = torch.addmm(b2, z.relu_(), w2).relu_()
