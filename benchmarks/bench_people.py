@@ -2,9 +2,9 @@
 candidates (pairs + edge attributes, model, decode) against ae on the same candidates.
 
     python benchmarks/bench_people.py --ckpt NEW.ckpt
-    git archive <old commit> | tar -x -C /tmp/posegnn-old
+    git archive <old commit> | tar -x -C ../posegnn-before
     python benchmarks/bench_people.py --ckpt NEW.ckpt --baseline OLD.ckpt \\
-        --baseline-src /tmp/posegnn-old --images 3 --repeat 5
+        --baseline-src ../posegnn-before --images 3 --repeat 5
 
 People come from a packed synthetic crowd (about 60 per image): for each count P, the P
 largest people of each image are kept and the network's maps simulated for them alone

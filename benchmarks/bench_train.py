@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py --images 200 --epochs 2
     python benchmarks/bench_train.py --epoch-images 1000     # time per epoch for 1,000 images
-    PYTHONPATH=/tmp/posegnn-old python benchmarks/bench_train.py --variants default  # old code
+    PYTHONPATH=../posegnn-before python benchmarks/bench_train.py --variants default  # old code
 
 ``default`` is the default model (``model=posegnn``: edgeconv_attr messages, pair
 attributes in the classifier) with the default graph settings; the other variants change
