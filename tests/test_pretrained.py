@@ -22,6 +22,16 @@ def test_the_shipped_model_loads_weights_only_and_groups_an_image(small_dataset)
     assert (people.scores[:-1] >= people.scores[1:]).all()
 
 
+def test_every_built_in_layout_has_a_shipped_model_with_a_fitted_scorer():
+    from posegnn.checkpoints import load_module
+    from posegnn.layouts import LAYOUTS
+
+    for name, layout in LAYOUTS.items():
+        module = load_module(shipped_checkpoint(name))
+        assert module.hparams.layout == name and module.hparams.num_joints == layout.num_joints
+        assert module.scorer is not None
+
+
 def test_a_layout_without_a_shipped_model_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shipped model for layout 'mpii'.*crowdpose14"):
         shipped_checkpoint("mpii")
