@@ -403,38 +403,6 @@ def test_parallel_moves_match_local_moves_on_noisy_scenes() -> None:
     assert ours == pytest.approx(dense, rel=0.02)
 
 
-def test_parallel_moves_equal_the_reference_decoder(small_dataset) -> None:
-    """The fast decoder (start from the sparse pairs, renumbering without sorting) gives
-    the reference's labels exactly: on random sparse problems, with joint orders that
-    leave types out or name absent ones, and on the pairs of real graphs with noisy
-    probabilities, in the layout's joint order."""
-    from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
-    from posegnn.data.maps import PoseMapsDataset
-    from tests.reference_parallel_moves import parallel_moves_decode as reference
-
-    rng = np.random.default_rng(14)
-    for _ in range(60):
-        n, k = int(rng.integers(2, 60)), int(rng.integers(2, 10))
-        joint, pairs, prob = sparse_problem(rng, n, k)
-        w = logit(prob) - logit(float(rng.uniform(0.1, 0.7)))
-        order = tuple(int(t) for t in rng.permutation(k + 2)[:k])
-        for o in (None, order):
-            np.testing.assert_array_equal(parallel_moves_decode(n, joint, pairs, w, o),
-                                          reference(n, joint, pairs, w, o))
-    ds = PoseMapsDataset(small_dataset)
-    cfg = GraphConfig()
-    edges = AddEdges(ds.layout, cfg.edges)
-    for image_id in ds.image_ids:
-        gt, areas = ds.gt_keypoints(image_id)
-        g = edges(build_vertices(ds.load_maps(image_id), ds.layout, cfg, gt, areas))
-        pairs, joint = g.pair_index.numpy(), g.joint.numpy()
-        prob = np.clip(g.y.numpy() + rng.normal(0, 0.35, len(g.y)), 0, 1)
-        w = logit(prob) - logit(0.1)
-        np.testing.assert_array_equal(
-            parallel_moves_decode(len(joint), joint, pairs, w, ds.layout.ae_order),
-            reference(len(joint), joint, pairs, w, ds.layout.ae_order))
-
-
 def test_person_score_is_heat_times_mean_internal_pair_probability() -> None:
     rng = np.random.default_rng(13)
     cands, person, pair_index, prob = noisy_scene(rng)
