@@ -35,6 +35,7 @@ class PersonScorer(nn.Module):
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("std", torch.ones(width))
         self.register_buffer("fitted", torch.tensor(False))
+        self.requires_grad_(False)  # trained by fit() alone, never by the pair loss (DDP)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.net((x - self.mean) / self.std)).squeeze(1)
@@ -59,6 +60,7 @@ class PersonScorer(nn.Module):
         self.std.copy_(x.std(0).clamp(min=1e-6))
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.net.requires_grad_(True)
         with torch.enable_grad(), torch.inference_mode(False):
             for _ in range(epochs):
                 total = 0.0
@@ -67,7 +69,8 @@ class PersonScorer(nn.Module):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                    total += float(loss) * len(idx)
+                    total += loss.item() * len(idx)
+        self.net.requires_grad_(False)
         self.fitted.fill_(True)
         return total / len(x)
 
