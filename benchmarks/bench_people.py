@@ -123,7 +123,9 @@ def worker(args) -> None:
         ds = PoseMapsDataset(root)
         graphs = build_graphs(ds, ds.image_ids, graph_cfg, progress=False)
         edges = AddEdges(ds.layout, graph_cfg.edges)
-        gnn = build_grouping("gnn", layout=ds.layout, **settings)
+        scorer = getattr(module, "scorer", None)  # a fitted person scorer scores the people
+        gnn = build_grouping("gnn", layout=ds.layout, **settings,
+                             **({"scorer": scorer} if scorer is not None else {}))
         ae = build_grouping("ae", layout=ds.layout)
         t = {"edges": [], "model": [], "decode": [], "ae": []}
         pairs = 0

@@ -28,7 +28,7 @@ register_schemas()
     ("graph.edges.strategy=radiu", "partners, radius, knn, skeleton"),
     ("grouping.gnn.decoder=local", "greedy, local_moves, parallel_moves"),
     ("grouping.gnn.linkage=avg", "mean, min, max"),
-    ("grouping.gnn.score=prob", "heat_x_prob, heat"),
+    ("grouping.gnn.score=prob", "heat_x_prob, heat, learned"),
     ("data.kind=map", "synthetic, poses, maps"),
     ("data.synthetic.crowd=hrd", "easy, medium, hard, packed, mixed"),
     ("data.synthetic.layout=coco", "crowdpose14, coco17"),
