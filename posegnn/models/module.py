@@ -131,17 +131,19 @@ class PosegnnModule(L.LightningModule):
         logits, y = stages[-1], batch.y
         pos_weight = (None if self.loss_cfg.pos_weight is None
                       else logits.new_tensor(self.loss_cfg.pos_weight))
-        loss = sum(p.sum() for p in self.parameters()) * 0.0  # a batch without pairs
+        losses = []
         if logits.numel():  # every stage is supervised; metrics describe the last one
-            loss = sum(F.binary_cross_entropy_with_logits(s, y, pos_weight=pos_weight)
-                       for s in stages) / len(stages)
+            losses.append(sum(F.binary_cross_entropy_with_logits(s, y, pos_weight=pos_weight)
+                              for s in stages) / len(stages))
             self.metrics[f"{stage}_edges"].update(torch.sigmoid(logits.detach()), y.long())
         if vertex is not None and vertex.numel():
             belongs = (batch.person >= 0).float()
-            loss = loss + self.loss_cfg.vertex_weight * F.binary_cross_entropy_with_logits(
-                vertex, belongs)
+            losses.append(self.loss_cfg.vertex_weight
+                          * F.binary_cross_entropy_with_logits(vertex, belongs))
             self.metrics[f"{stage}_vertices"].update(torch.sigmoid(vertex.detach()),
                                                      belongs.long())
+        # a batch without pairs still gives a loss connected to every trained weight
+        loss = sum(losses) if losses else sum(p.sum() for p in self.net.parameters()) * 0.0
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=batch.num_graphs, sync_dist=True)  # mean over processes
         return loss

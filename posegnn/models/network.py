@@ -31,7 +31,7 @@ class ModelConfig:
     # the embeddings of the candidates the previous round put in its person
     refine: int = 0
     # a vertex output: the probability that a candidate belongs to some person (0 marks a
-    # false peak); the gnn grouping can leave such candidates out and score people by it
+    # false peak); the gnn grouping can leave such candidates out (grouping.gnn.drop_below)
     vertex_head: bool = False
     # a person scorer (posegnn.models.person_scorer), fitted after training on the training
     # split's people: each person's expected OKS becomes its score (grouping.gnn.score)
