@@ -20,7 +20,8 @@ objective strictly, so the result is never worse than greedy and the search ends
 
 ``parallel_moves``: the same objective and moves, searched from singletons in rounds of
 parallel, non-conflicting moves on the sparse pairs (:mod:`posegnn.grouping.parallel_moves`):
-no [N, N] matrix and no loop over pairs, so its cost follows the scored pairs.
+no loop over pairs, and an [N, N] array only as a lookup table of the pair weights, so its
+cost follows the scored pairs.
 
 Pairs absent from ``pair_index`` carry no evidence by default (log-odds 0, left out of
 the linkage); ``unknown_prob`` gives them a probability instead (dense decoders only).
