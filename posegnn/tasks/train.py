@@ -123,12 +123,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
         metrics["time/fit_s"] = time.perf_counter() - start
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_scalars(trainer.callback_metrics))
-        best = trainer.checkpoint_callback.best_model_path
+        best = trainer.checkpoint_callback.best_model_path or None
         metrics["best_model_score"] = _float(trainer.checkpoint_callback.best_model_score)
+        testing = cfg.test and "test" in dm.available_splits()
+        if cfg.model.person_scorer or testing:  # the best weights, read once for both
+            module = load_module(best) if best else trainer.lightning_module
         if cfg.model.person_scorer:
-            metrics.update(fit_scorer_into(best or None, trainer, dm, cfg))
-        if cfg.test and "test" in dm.available_splits():
-            metrics.update(test(cfg, dm, trainer, best or None, out_dir))
+            metrics.update(fit_scorer_into(module, best, trainer, dm, cfg))
+        if testing:
+            metrics.update(test(cfg, dm, trainer, module, out_dir))
         elif cfg.test:
             log.warning("no test split (data.test is not set): skipping the test groupings")
         wandb_dir = wandb_run_dir(loggers)
@@ -175,11 +178,10 @@ def check_resume_settings(cfg: TrainConfig, out_dir: Path) -> int:
     return epoch
 
 
-def fit_scorer_into(ckpt: str | None, trainer: L.Trainer, dm: PoseGraphDataModule,
-                    cfg: TrainConfig) -> dict[str, float]:
-    """Fit the person scorer of the best weights (``ckpt``, else the trained module) on
-    the training split's people, and store it in that checkpoint."""
-    module = load_module(ckpt) if ckpt else trainer.lightning_module
+def fit_scorer_into(module: PosegnnModule, ckpt: str | None, trainer: L.Trainer,
+                    dm: PoseGraphDataModule, cfg: TrainConfig) -> dict[str, float]:
+    """Fit the person scorer of ``module`` (the best weights) on the training split's
+    people, and store it in ``module``'s checkpoint ``ckpt`` when there is one."""
     start = time.perf_counter()
     fit = fit_person_scorer(module, dm.dataset("train"), dm.ground_truth("train"), dm.layout,
                             cfg.grouping.gnn, dm.cfg.batch_size, cfg.progress)
@@ -190,10 +192,10 @@ def fit_scorer_into(ckpt: str | None, trainer: L.Trainer, dm: PoseGraphDataModul
     return {f"person_scorer/{k}": v for k, v in fit.items()}
 
 
-def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer, ckpt: str | None,
-         out_dir: Path) -> dict[str, float]:
-    """Edge metrics and the three groupings on the test split, with the best weights."""
-    module = load_module(ckpt) if ckpt else trainer.lightning_module
+def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer,
+         module: PosegnnModule, out_dir: Path) -> dict[str, float]:
+    """Edge metrics and the three groupings on the test split, with ``module`` (the best
+    weights)."""
     tester = trainer
     if trainer.world_size > 1:  # edge metrics once over the whole split, in this process
         tester = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False,
