@@ -18,7 +18,13 @@ from posegnn.config import CONF_DIR, register_schemas
 from posegnn.data.candidates import bilinear
 from posegnn.data.maps import ImageMaps
 from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping
-from posegnn.grouping.refine import best_pixels, refine_people, tag_grid, tags_at_pixels
+from posegnn.grouping.refine import (
+    best_pixels,
+    hottest_pixels,
+    refine_people,
+    tag_grid,
+    tags_at_pixels,
+)
 from posegnn.types import Candidates
 
 register_schemas()
@@ -120,6 +126,25 @@ def test_the_pruned_search_finds_the_full_argmax():
     sampled = bilinear(torch.from_numpy(maps.tags[0].transpose(2, 0, 1).copy()), uv).numpy()
     np.testing.assert_allclose(grid, sampled, atol=1e-6)
     np.testing.assert_allclose(tags_at_pixels(maps, 0, flat), sampled, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["peaked", "sample_misleads", "flat"])
+def test_the_hottest_pixels_hold_every_pixel_above_their_bound(kind):
+    """Whatever the map, the pixels left out are no hotter than the bound, and the set
+    stays near the asked size (the threshold from a sample, else the exact top)."""
+    rng = np.random.default_rng(1)
+    heat = (rng.uniform(0, 1, 256 * 256) ** 8).astype(np.float32)
+    if kind == "sample_misleads":  # every 16th pixel cold, the others hot
+        heat = np.full(256 * 256, 0.9, np.float32)
+        heat[::16] = 0.0
+    elif kind == "flat":
+        heat = np.zeros(256 * 256, np.float32)
+    idx, bound = hottest_pixels(heat, 1024)
+    assert (np.diff(idx) > 0).all()
+    assert 0 < len(idx) <= 4 * 1024
+    outside = np.ones(heat.size, bool)
+    outside[idx] = False
+    assert heat[outside].max() <= bound
 
 
 def test_without_maps_a_grouping_leaves_the_steps_out():
