@@ -7,6 +7,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import EdgeConv, GATv2Conv, GINEConv, MessagePassing, TransformerConv
 from torch_geometric.nn.inits import reset
 
+from posegnn.models.aggregate import scatter_max
+
 CONVS = ("edgeconv", "edgeconv_attr", "gatv2", "gine", "transformer")
 
 
@@ -83,6 +85,8 @@ class EdgeConvAttr(MessagePassing):
         z = torch.addmm(lin.bias, edge_attr, c.T)
         z += (x @ a.T).index_select(0, dst)
         z += (x @ b.T).index_select(0, src)
+        if self.aggr == "max":  # relu commutes with max: one relu per vertex, not per edge
+            return torch.relu(scatter_max(self.nn[1](z), dst, len(x)))
         return self.aggregate(self.nn[1:](z), dst, dim_size=len(x))
 
     def _eval_weights(self) -> tuple[Tensor, ...]:
