@@ -82,9 +82,8 @@ class EdgeConvAttr(MessagePassing):
             return self.max_eval(x, src, dst, edge_attr)
         lin = self.nn[0]
         a, b, c = self._split(lin.weight)
-        z = torch.addmm(lin.bias, edge_attr, c.T)
-        z += (x @ a.T).index_select(0, dst)
-        z += (x @ b.T).index_select(0, src)
+        z = torch.addmm(lin.bias, x, a.T).index_select(0, dst)
+        z = z.add_((x @ b.T).index_select(0, src)).addmm_(edge_attr, c.T)
         if self.aggr == "max":  # relu commutes with max: one relu per vertex, not per edge
             return torch.relu(scatter_max(self.nn[1](z), dst, len(x)))
         return self.aggregate(self.nn[1:](z), dst, dim_size=len(x))
