@@ -336,5 +336,7 @@ class PoseGraphDataModule(L.LightningDataModule):
         return self.source(split)[0].coco_dict(ids)
 
     def statistics(self, split: str = "train") -> dict[str, float]:
-        """Candidates and pairs per image, label balance and ground-truth coverage."""
-        return graph_statistics(self.dataset(split), self.source(split)[0])
+        """Candidates and pairs per image, label balance and ground-truth coverage (on
+        the training split, this pass builds the edges the training loader then keeps)."""
+        dataset = self.train_dataset() if split == "train" else self.dataset(split)
+        return graph_statistics(dataset, self.source(split)[0])
