@@ -79,8 +79,8 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     # the training split's edges are built on first use and kept for the later epochs
-    # (about 190 MiB per 1,000 default graphs; per loader worker); false rebuilds them
-    # every batch
+    # (about 200 MiB per 1,000 default graphs, in each loader worker that builds its
+    # own); false rebuilds them for every batch
     keep_train_edges: bool = True
 
     def __post_init__(self) -> None:
