@@ -85,10 +85,10 @@ class _NormMaxRelu(torch.autograd.Function):
 def norm_max_relu(z: Tensor, norm: torch.nn.BatchNorm1d, index: Tensor, size: int) -> Tensor:
     """``relu(scatter_max(norm(z), index, size))`` for a BatchNorm1d in training mode with
     running statistics, its input gradient in one pass over the edges (see
-    :class:`_NormMaxRelu`); other cases, and fewer than 2 or 2**24 or more edges, take
-    the plain route."""
-    usual = (norm.affine and norm.track_running_stats and norm.training
-             and 1 < len(z) < 2 ** 24 and z.dtype == torch.float32)
+    :class:`_NormMaxRelu`); other cases (another normalization such as SyncBatchNorm,
+    eval mode, fewer than 2 or 2**24 or more edges) take the plain route."""
+    usual = (type(norm) is torch.nn.BatchNorm1d and norm.affine and norm.track_running_stats
+             and norm.training and 1 < len(z) < 2 ** 24 and z.dtype == torch.float32)
     if not usual:
         return torch.relu(scatter_max(norm(z), index, size))
     norm.num_batches_tracked.add_(1)

@@ -84,12 +84,7 @@ class EdgeClassifier(nn.Module):
         if self.pair == "symmetric":
             return self.symmetric_train(h, pair_index, attr_fwd, attr_bwd, extra)
         hi, hj = h[pair_index[0]], h[pair_index[1]]
-        if self.pair == "symmetric":
-            parts = [hi + hj, (hi - hj).abs(), hi * hj]
-            if self.use_attr:
-                parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
-        else:
-            parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
+        parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
         if extra is not None:
             parts.append(extra)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)
