@@ -63,7 +63,8 @@ def fit_seconds(dm: PoseGraphDataModule, conv: str, epochs: int
                         limit_val_batches=0, num_sanity_val_steps=0)
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, train_dataloaders=dm.train_dataloader())
-    return time.perf_counter() - start, time.process_time() - cpu, sum(p.numel() for p in module.parameters())
+    params = sum(p.numel() for p in module.parameters())
+    return time.perf_counter() - start, time.process_time() - cpu, params
 
 
 def main() -> None:
