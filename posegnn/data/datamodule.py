@@ -78,6 +78,10 @@ class DataConfig:
     max_map_mib: float = MAX_MAP_MIB  # largest accepted maps of one image, as float32
     batch_size: int = 8
     num_workers: int = 0
+    # the training split's edges are built on first use and kept for the later epochs
+    # (about 200 MiB per 1,000 default graphs, in each loader worker that builds its
+    # own); false rebuilds them for every batch
+    keep_train_edges: bool = True
 
     def __post_init__(self) -> None:
         one_of("data.kind", self.kind, DATA_KINDS)
@@ -102,6 +106,26 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class KeptEdges(GraphList):
+    """A :class:`GraphList` that builds each graph's edges on its first access and keeps
+    them: the same graphs, edges derived once instead of once per epoch. The attributes
+    of a pair's two directions are kept as views of ``edge_attr`` (their concatenation),
+    not twice."""
+
+    def __init__(self, graphs: list[Data], transform: AddEdges) -> None:
+        super().__init__(graphs, transform)
+        self.kept: list[Data | None] = [None] * len(graphs)
+
+    def __getitem__(self, i: int) -> Data:
+        data = self.kept[i]
+        if data is None:
+            data = super().__getitem__(i)
+            m = data.pair_index.shape[1]
+            data.pair_attr, data.pair_attr_rev = data.edge_attr[:m], data.edge_attr[m:]
+            self.kept[i] = data
+        return data
 
 
 class ResumableLoader(DataLoader):
@@ -149,6 +173,7 @@ class PoseGraphDataModule(L.LightningDataModule):
         self.graphs: dict[str, list[Data]] = {}
         self.feature_mean: torch.Tensor | None = None
         self.feature_std: torch.Tensor | None = None
+        self._train_kept: KeptEdges | None = None
 
     # -- where each split comes from ------------------------------------------------------
     def _synthetic_dir(self, split: str) -> Path:
@@ -273,18 +298,30 @@ class PoseGraphDataModule(L.LightningDataModule):
         """The split's graphs, with edges added on access."""
         return GraphList(self._load(split), self.edges)
 
-    def _loader(self, split: str, loader: type[DataLoader] = DataLoader, **kwargs
-                ) -> DataLoader:
-        return loader(self.dataset(split), batch_size=self.cfg.batch_size,
+    def _loader(self, split: str | GraphList, loader: type[DataLoader] = DataLoader,
+                **kwargs) -> DataLoader:
+        dataset = self.dataset(split) if isinstance(split, str) else split
+        return loader(dataset, batch_size=self.cfg.batch_size,
                       num_workers=self.cfg.num_workers,
                       persistent_workers=self.cfg.num_workers > 0, **kwargs)
 
     def _batches_done(self) -> int:
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
+    def train_dataset(self) -> GraphList:
+        """The training split as the training loader reads it: with ``keep_train_edges``
+        one :class:`KeptEdges` for the datamodule's life, so epochs after the first reuse
+        the edges."""
+        if not self.cfg.keep_train_edges:
+            return self.dataset("train")
+        if self._train_kept is None:
+            self._train_kept = KeptEdges(self._load("train"), self.edges)
+        return self._train_kept
+
     def train_dataloader(self) -> DataLoader:
-        shuffle = EpochShuffle(len(self.dataset("train")), self.cfg.shuffle_seed)
-        return self._loader("train", ResumableLoader, sampler=shuffle,
+        dataset = self.train_dataset()
+        shuffle = EpochShuffle(len(dataset), self.cfg.shuffle_seed)
+        return self._loader(dataset, ResumableLoader, sampler=shuffle,
                             progress=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
@@ -299,5 +336,7 @@ class PoseGraphDataModule(L.LightningDataModule):
         return self.source(split)[0].coco_dict(ids)
 
     def statistics(self, split: str = "train") -> dict[str, float]:
-        """Candidates and pairs per image, label balance and ground-truth coverage."""
-        return graph_statistics(self.dataset(split), self.source(split)[0])
+        """Candidates and pairs per image, label balance and ground-truth coverage (on
+        the training split, this pass builds the edges the training loader then keeps)."""
+        dataset = self.train_dataset() if split == "train" else self.dataset(split)
+        return graph_statistics(dataset, self.source(split)[0])

@@ -7,6 +7,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import EdgeConv, GATv2Conv, GINEConv, MessagePassing, TransformerConv
 from torch_geometric.nn.inits import reset
 
+from posegnn.models.aggregate import norm_max_relu
+
 CONVS = ("edgeconv", "edgeconv_attr", "gatv2", "gine", "transformer")
 
 
@@ -80,9 +82,10 @@ class EdgeConvAttr(MessagePassing):
             return self.max_eval(x, src, dst, edge_attr)
         lin = self.nn[0]
         a, b, c = self._split(lin.weight)
-        z = torch.addmm(lin.bias, edge_attr, c.T)
-        z += (x @ a.T).index_select(0, dst)
-        z += (x @ b.T).index_select(0, src)
+        z = torch.addmm(lin.bias, x, a.T).index_select(0, dst)
+        z = z.add_((x @ b.T).index_select(0, src)).addmm_(edge_attr, c.T)
+        if self.aggr == "max":  # relu commutes with max: one relu per vertex, not per edge
+            return norm_max_relu(z, self.nn[1], dst, len(x))
         return self.aggregate(self.nn[1:](z), dst, dim_size=len(x))
 
     def _eval_weights(self) -> tuple[Tensor, ...]:

@@ -81,16 +81,34 @@ class EdgeClassifier(nn.Module):
                 attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
         if not self.training and self.pair == "symmetric":
             return self.factorized(h, pair_index, attr_fwd, attr_bwd, extra)
-        hi, hj = h[pair_index[0]], h[pair_index[1]]
         if self.pair == "symmetric":
-            parts = [hi + hj, (hi - hj).abs(), hi * hj]
-            if self.use_attr:
-                parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
-        else:
-            parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
+            return self.symmetric_train(h, pair_index, attr_fwd, attr_bwd, extra)
+        hi, hj = h[pair_index[0]], h[pair_index[1]]
+        parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
         if extra is not None:
             parts.append(extra)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)
+
+    def symmetric_train(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
+                        attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
+        """The symmetric forward with gradients: the first linear map taken block by
+        block instead of on the concatenated inputs (the same map), its ``h_i + h_j``
+        block once per vertex; the constant pair-attribute blocks need no input gradient."""
+        lin = self.net[0][0]
+        d = self.emb_dim
+        widths = [d, d, d] + [self.edge_dim] * (2 * self.use_attr) + [self.extra_dim]
+        w_sum, w_diff, w_prod, *w_rest = torch.split(lin.weight, widths, dim=1)
+        i, j = pair_index
+        per_vertex = h @ w_sum.T
+        z = (per_vertex + lin.bias).index_select(0, i).add_(per_vertex.index_select(0, j))
+        hi, hj = h.index_select(0, i), h.index_select(0, j)
+        z = z.addmm_((hi - hj).abs(), w_diff.T).addmm_(hi * hj, w_prod.T)
+        inputs = [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()] if self.use_attr else []
+        if extra is not None:
+            inputs.append(extra)
+        for x, w in zip(inputs, w_rest, strict=False):
+            z = z.addmm_(x, w.T)
+        return self.net[1:](self.net[0][1:](z)).squeeze(1)
 
     def _eval_weights(self) -> tuple[Tensor, ...]:
         """Folded, transposed weights: [first map split by input block (the h_i + h_j
