@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from posegnn.choices import SettingError
 from posegnn.evaluation import evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping, build_grouping
 from posegnn.grouping.gnn import (
@@ -401,6 +402,25 @@ def test_parallel_moves_match_local_moves_on_noisy_scenes() -> None:
         dense += objective(w, local_moves_decode(w, cands.joint,
                                                  greedy_decode(p, known, cands.joint, 0.3)))
     assert ours == pytest.approx(dense, rel=0.02)
+
+
+def test_each_round_of_parallel_moves_raises_the_objective() -> None:
+    """``max_rounds`` stops the search early: more rounds never lower the objective, and
+    the grouping's setting reaches the decoder (a bad value is refused)."""
+    rng = np.random.default_rng(14)
+    for _ in range(3):
+        cands, person, pair_index, prob = noisy_scene(rng)
+        p, known = dense_probabilities(len(cands), pair_index, prob)
+        w = pair_weights(p, known, cands.joint, 0.1)
+        scores = []
+        for rounds in (0, 1, 2, None):
+            people = GNNGrouping(num_joints=14, score="heat", max_rounds=rounds).group(
+                cands, pair_index=pair_index, prob=prob)
+            scores.append(objective(w, people.assignment))
+        assert scores == sorted(scores)
+        assert scores[0] < scores[-1]
+    with pytest.raises(SettingError, match="max_rounds"):
+        GNNGrouping(num_joints=14, max_rounds=-1)
 
 
 def test_person_score_is_heat_times_mean_internal_pair_probability() -> None:

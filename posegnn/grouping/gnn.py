@@ -18,8 +18,9 @@ joint type is taken, the occupant going to a new person or swapping into the mov
 old person; merge two persons with disjoint joint types. Every applied move raises the
 objective strictly, so the result is never worse than greedy and the search ends.
 
-``parallel_moves``: the same objective and moves, searched from singletons in rounds of
-parallel, non-conflicting moves on the sparse pairs (:mod:`posegnn.grouping.parallel_moves`):
+``parallel_moves``: the same objective and moves, searched from a joint-by-joint start in
+``max_rounds`` rounds of parallel, non-conflicting moves on the sparse pairs
+(:mod:`posegnn.grouping.parallel_moves`):
 no loop over pairs, and an [N, N] array only as a lookup table of the pair weights, so its
 cost follows the scored pairs.
 
@@ -241,6 +242,9 @@ class GNNGroupingConfig:
     # heat_x_prob | heat
     score: str = "learned"
     max_moves: int | None = None  # local_moves: stop after this many moves
+    # parallel_moves: rounds of moves after the joint-by-joint start (None: until no move
+    # gains); later rounds move few candidates and gained no AP on either test split
+    max_rounds: int | None = 2
     # from a model with a vertex head (model.vertex_head): candidates less likely than this
     # to belong to anybody are left out (0 keeps them all)
     drop_below: float = 0.0
@@ -257,6 +261,9 @@ class GNNGroupingConfig:
                                "between 0 and 1")
         if not 0.0 <= float(self.drop_below) < 1.0:
             raise SettingError(f"grouping.gnn.drop_below={self.drop_below} must lie in [0, 1)")
+        if self.max_rounds is not None and int(self.max_rounds) < 0:
+            raise SettingError(f"grouping.gnn.max_rounds={self.max_rounds} must be >= 0 "
+                               "(or null: until no move gains)")
         if self.decoder == "parallel_moves" and self.unknown_prob is not None:
             raise SettingError("grouping.gnn.unknown_prob needs a dense decoder (greedy or "
                                "local_moves)")
@@ -284,19 +291,22 @@ class GNNGrouping(Grouping):
                  linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
                  min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
                  max_moves: int | None = _GNN.max_moves,
+                 max_rounds: int | None = _GNN.max_rounds,
                  drop_below: float = _GNN.drop_below, adjust: bool = _GNN.adjust,
                  refine: bool = _GNN.refine,
                  scorer: Callable[[np.ndarray], np.ndarray | None] | None = None) -> None:
         super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
         GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
                           unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
-                          max_moves=max_moves, drop_below=drop_below)  # checks every setting
+                          max_moves=max_moves, max_rounds=max_rounds,
+                          drop_below=drop_below)  # checks every setting
         self.threshold = float(threshold)
         self.decoder = decoder
         self.linkage = linkage
         self.unknown_prob = None if unknown_prob is None else float(unknown_prob)
         self.score = score
         self.max_moves = max_moves
+        self.max_rounds = max_rounds
         self.drop_below = float(drop_below)
         self.scorer = scorer
 
@@ -325,7 +335,7 @@ class GNNGrouping(Grouping):
             weight = logit(prob) - logit(self.threshold)
             order = self.layout.ae_order if self.layout else None
             labels = parallel_moves_decode(len(cands), cands.joint, pair_index, weight, order,
-                                           self.max_moves)
+                                           self.max_rounds)
         else:
             p, known = dense_probabilities(len(cands), pair_index, prob, self.unknown_prob)
             labels = self.decode(p, known, cands.joint)
