@@ -13,6 +13,7 @@ from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks, max_f
 from posegnn.data.datamodule import DataConfig, PoseGraphDataModule, SyntheticSplits
 from posegnn.data.graph import AddEdges, EdgeConfig, FeatureConfig, GraphConfig, build_vertices
 from posegnn.data.maps import DatasetError, PoseMapsDataset
+from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.layouts import CROWDPOSE14
 
 
@@ -304,3 +305,43 @@ def test_maps_rendered_from_ground_truth_group_perfectly(tmp_path_factory):
                                  GroupingConfig(run=["ae", "oracle"]), maps=ds.load_maps)
     assert metrics["test/oracle/AP"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["test/ae/AP"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tag_dim_datasets(tmp_path_factory) -> dict[int, object]:
+    """The same four images with 1-D and with 3-D tags."""
+    out = tmp_path_factory.mktemp("tagdim")
+    return {d: generate_dataset(out / f"d{d}", SyntheticConfig(
+        num_images=4, seed=1, noise=DetectorNoise(tag_dim=d)), progress=False) for d in (1, 3)}
+
+
+def _edged(dataset_dir, cfg: GraphConfig):
+    ds, g, _ = _graph(dataset_dir, cfg)
+    return AddEdges(ds.layout, cfg.edges)(g)
+
+
+def test_dimension_free_graphs_have_the_same_widths_for_every_tag_dimension(tag_dim_datasets):
+    free = GraphConfig(features=FeatureConfig(tag=False),
+                       edges=EdgeConfig(tag_diff=False, tag_distance=True))
+    assert free.dimension_free and not GraphConfig().dimension_free
+    one, three = (_edged(tag_dim_datasets[d], free) for d in (1, 3))
+    assert one.tag.shape[1] == 1 and three.tag.shape[1] == 3
+    assert one.x.shape[1] == three.x.shape[1] and one.edge_attr.shape[1] == three.edge_attr.shape[1]
+    raw = [_edged(tag_dim_datasets[d], GraphConfig()) for d in (1, 3)]
+    assert raw[1].x.shape[1] == raw[0].x.shape[1] + 2  # the raw tag: D numbers
+    # in 1-D the tag distance is the per-dimension difference, so only the vertex tag differs
+    both = _edged(tag_dim_datasets[1], replace(free, edges=replace(free.edges, tag_diff=True)))
+    at = 2 + 1  # offset, distance, then the tag difference and the tag distance
+    assert torch.equal(both.pair_attr[:, at], both.pair_attr[:, at + 1])
+    assert torch.equal(one.pair_attr[:, at], both.pair_attr[:, at])
+    # and in D dimensions it is the norm of the difference
+    i, j = three.pair_index
+    norm = (three.feat_tag[j] - three.feat_tag[i]).norm(dim=1)
+    assert torch.allclose(three.pair_attr[:, at], norm)
+
+
+def test_varying_the_tag_dimension_needs_dimension_free_graphs(tmp_path):
+    data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    data.synthetic.noise_ranges = {"tag_dim": [1, 4]}
+    with pytest.raises(ValueError, match="graph=dimension_free"):
+        PoseGraphDataModule(data, GraphConfig(), progress=False).source("train")

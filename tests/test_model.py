@@ -300,3 +300,24 @@ def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
     expected = scatter(message, dst, 0, dim_size=5, reduce="max")
     assert torch.allclose(out, expected, atol=1e-6) and torch.equal(out, again)
     assert (out[[0, 4]] == 0).all() and (out[[1, 2, 3]] != 0).any()
+
+
+def test_a_dimension_free_model_reads_maps_of_any_tag_dimension(tmp_path):
+    from posegnn.data.graph import FeatureConfig
+    from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+    cfg = GraphConfig(features=FeatureConfig(tag=False),
+                      edges=EdgeConfig(tag_diff=False, tag_distance=True))
+    batches = {}
+    for dim in (1, 3, 8):
+        root = generate_dataset(tmp_path / f"d{dim}", SyntheticConfig(
+            num_images=2, seed=5, noise=DetectorNoise(tag_dim=dim)), progress=False)
+        ds, edges = PoseMapsDataset(root), AddEdges(CROWDPOSE14, cfg.edges)
+        batches[dim] = Batch.from_data_list([edges(build_vertices(
+            ds.load_maps(i), ds.layout, cfg, *ds.gt_keypoints(i))) for i in ds.image_ids])
+    one = batches[1]
+    module = PosegnnModule(one.x.shape[1], one.edge_attr.shape[1], graph=cfg).eval()
+    for dim, batch in batches.items():  # built for 1-D tags, it reads 3-D and 8-D ones
+        assert batch.tag.shape[1] == dim
+        with torch.no_grad():
+            logits = module(batch)
+        assert logits.shape == (batch.pair_index.shape[1],) and torch.isfinite(logits).all()

@@ -28,8 +28,8 @@ EDGE_STRATEGIES = ("partners", "radius", "knn", "skeleton")
 class FeatureConfig:
     """Which vertex features to compute (each switchable)."""
 
-    tag: bool = True  # the candidate's own joint's tag
-    all_tags: bool = False  # tags of all K channels at the candidate
+    tag: bool = True  # the candidate's own joint's tag (D numbers for D-dimensional tags)
+    all_tags: bool = False  # tags of all K channels at the candidate (K * D numbers)
     score: bool = True  # heat value at the peak
     position: bool = True  # position normalized by the image size
     joint_onehot: bool = True
@@ -49,7 +49,8 @@ class EdgeConfig:
     k: int = 16  # neighbours per candidate for the knn strategy
     offset: bool = True
     distance: bool = True
-    tag_diff: bool = True
+    tag_diff: bool = True  # |t_j - t_i| per tag dimension (D numbers)
+    tag_distance: bool = False  # ||t_j - t_i||: one number whatever the tag dimension
     scores: bool = True
     limb: bool = True
     # how the pair compares with the source's other candidates of the target's joint type:
@@ -73,6 +74,12 @@ class GraphConfig:
         if self.edges.partners < 1 or self.edges.partner_scale <= 0:
             raise ValueError("graph.edges.partners must be >= 1 and graph.edges.partner_scale "
                              f"> 0, got {self.edges.partners} and {self.edges.partner_scale}")
+
+    @property
+    def dimension_free(self) -> bool:
+        """Whether feature and attribute widths are the same for every tag dimension D
+        (no raw tags: ``graph=dimension_free``), so one model reads maps of any D."""
+        return not (self.features.tag or self.features.all_tags or self.edges.tag_diff)
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw tags [N, K, D] and heat values [N, K] of all channels at heatmap points uv."""
@@ -188,9 +195,9 @@ def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
                     joint: torch.Tensor, pairs: torch.Tensor, long_side: float,
                     limbs: torch.Tensor, cfg: EdgeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Attributes of both directions of each pair (i, j): ([M, A] for i -> j, [M, A] for
-    j -> i). Per direction src -> dst: offset, scaled distance, tag difference, heat
-    scores, limb type (from the [K, K] limb matrix) and competition margins; what does
-    not depend on the direction is computed once per pair."""
+    j -> i). Per direction src -> dst: offset, scaled distance, tag difference (per
+    dimension and/or its norm), heat scores, limb type (from the [K, K] limb matrix) and
+    competition margins; what does not depend on the direction is computed once per pair."""
     i, j = pairs
     offset = (pos.index_select(0, j) - pos.index_select(0, i)) / long_side
     dist = offset.norm(dim=1, keepdim=True)
@@ -204,8 +211,12 @@ def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
         both(offset, -offset)
     if cfg.distance:
         both(dist)
-    if cfg.tag_diff:
-        both((tag.index_select(0, j) - tag.index_select(0, i)).abs())
+    if cfg.tag_diff or cfg.tag_distance:
+        diff = (tag.index_select(0, j) - tag.index_select(0, i)).abs()
+        if cfg.tag_diff:
+            both(diff)
+        if cfg.tag_distance:
+            both(diff.norm(dim=1, keepdim=True))
     if cfg.scores:
         s_i, s_j = score.index_select(0, i), score.index_select(0, j)
         both(torch.stack([s_i, s_j], dim=1), torch.stack([s_j, s_i], dim=1))
