@@ -340,8 +340,25 @@ def test_dimension_free_graphs_have_the_same_widths_for_every_tag_dimension(tag_
     assert torch.allclose(three.pair_attr[:, at], norm)
 
 
-def test_varying_the_tag_dimension_needs_dimension_free_graphs(tmp_path):
-    data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
-    data.synthetic.noise_ranges = {"tag_dim": [1, 4]}
+def test_a_training_split_of_varying_tag_dimension_caches_and_batches(tmp_path):
+    data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                      batch_size=6, synthetic=SyntheticSplits(
+                          num_train=6, num_val=2, num_test=2, noise_ranges={"tag_dim": [1, 4]}))
     with pytest.raises(ValueError, match="graph=dimension_free"):
         PoseGraphDataModule(data, GraphConfig(), progress=False).source("train")
+    free = GraphConfig(features=FeatureConfig(tag=False),
+                       edges=EdgeConfig(tag_diff=False, tag_distance=True))
+    dm = PoseGraphDataModule(data, free, progress=False)
+    ds, ids = dm.source("train")
+    dims = {ds.load_maps(i).tags.shape[3] for i in ids}
+    assert len(dims) > 1  # the split mixes tag dimensions
+    dm.prepare_data()
+    dm.setup("fit")
+    graphs = dm.graphs["train"]  # tags zero-padded to the widest: distances unchanged
+    assert {g.tag.shape[1] for g in graphs} == {max(dims)}
+    for g, i in zip(graphs, ids, strict=True):
+        own = build_vertices(ds.load_maps(i), ds.layout, free, *ds.gt_keypoints(i))
+        d = own.tag.shape[1]
+        assert torch.equal(g.tag[:, :d], own.tag) and not g.tag[:, d:].any()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 6 and batch.x.shape[1] == graphs[0].x.shape[1]

@@ -299,6 +299,18 @@ def build_vertices(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
                 num_nodes=n)
 
 
+def pad_tags(graphs: list[Data]) -> list[Data]:
+    """The graphs, with tags (``tag``, ``feat_tag``) of a lower dimension than the widest
+    zero-padded to it (a detector whose tag dimension varies per image): the added zeros
+    leave every tag distance as it was, and the graphs then cache and batch together."""
+    width = max((g.tag.shape[1] for g in graphs), default=0)
+    for g in graphs:
+        for key in ("tag", "feat_tag"):
+            if g[key].shape[1] < width:
+                g[key] = torch.nn.functional.pad(g[key], (0, width - g[key].shape[1]))
+    return graphs
+
+
 class AddEdges(BaseTransform):
     """PyG transform: scored pairs, message-passing edges, edge attributes and labels.
 
