@@ -9,9 +9,9 @@ ranges, ``data.synthetic.noise_ranges``), evaluates each checkpoint's gnn groupi
 with ``posegnn-eval`` (ae and oracle once per setting) and prints a markdown table of AP
 and AP_hard. ``--only`` picks settings by a part of their name (repeatable), e.g.
 ``--only "tag dimension"`` for the tag-dimension rows. A model whose graph widths depend
-on the tag dimension (not ``graph=dimension_free``) cannot read maps of another D: its
-cell says so. Results are kept under ``--out``: rerunning reuses the generated data and
-finished evaluations.
+on the tag dimension (``graph=raw_tags``, as before issue 13) reads only 1-D tags: its
+cells for another D say so. Results are kept under ``--out``: rerunning reuses the
+generated data and finished evaluations.
 """
 
 from __future__ import annotations

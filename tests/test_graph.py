@@ -147,12 +147,13 @@ def test_edge_strategies(small_dataset, strategy):
 
 
 def test_feature_switches_and_normalization(small_dataset):
-    ds, base, _ = _graph(small_dataset, GraphConfig(normalization="none"))
-    _, per_map, _ = _graph(small_dataset, GraphConfig(normalization="per_map"))
+    raw = FeatureConfig(tag=True)
+    ds, base, _ = _graph(small_dataset, GraphConfig(normalization="none", features=raw))
+    _, per_map, _ = _graph(small_dataset, GraphConfig(normalization="per_map", features=raw))
     assert base.x.shape == per_map.x.shape == (base.num_nodes, 1 + 1 + 2 + 14)
     assert not torch.allclose(base.x[:, :2], per_map.x[:, :2])  # tag and score standardized
     assert torch.equal(base.tag, per_map.tag)  # the raw tag AE uses is never normalized
-    rich = GraphConfig(features=FeatureConfig(all_tags=True, all_heats=True))
+    rich = GraphConfig(features=FeatureConfig(tag=True, all_tags=True, all_heats=True))
     _, g, _ = _graph(small_dataset, rich)
     assert g.x.shape[1] == 1 + 14 + 1 + 2 + 14 + 14
     with pytest.raises(ValueError, match="normalization"):
@@ -320,14 +321,17 @@ def _edged(dataset_dir, cfg: GraphConfig):
     return AddEdges(ds.layout, cfg.edges)(g)
 
 
-def test_dimension_free_graphs_have_the_same_widths_for_every_tag_dimension(tag_dim_datasets):
-    free = GraphConfig(features=FeatureConfig(tag=False),
-                       edges=EdgeConfig(tag_diff=False, tag_distance=True))
-    assert free.dimension_free and not GraphConfig().dimension_free
+RAW_TAGS = GraphConfig(features=FeatureConfig(tag=True),
+                       edges=EdgeConfig(tag_diff=True, tag_distance=False))  # graph=raw_tags
+
+
+def test_default_graphs_have_the_same_widths_for_every_tag_dimension(tag_dim_datasets):
+    free = GraphConfig()
+    assert free.dimension_free and not RAW_TAGS.dimension_free
     one, three = (_edged(tag_dim_datasets[d], free) for d in (1, 3))
     assert one.tag.shape[1] == 1 and three.tag.shape[1] == 3
     assert one.x.shape[1] == three.x.shape[1] and one.edge_attr.shape[1] == three.edge_attr.shape[1]
-    raw = [_edged(tag_dim_datasets[d], GraphConfig()) for d in (1, 3)]
+    raw = [_edged(tag_dim_datasets[d], RAW_TAGS) for d in (1, 3)]
     assert raw[1].x.shape[1] == raw[0].x.shape[1] + 2  # the raw tag: D numbers
     # in 1-D the tag distance is the per-dimension difference, so only the vertex tag differs
     both = _edged(tag_dim_datasets[1], replace(free, edges=replace(free.edges, tag_diff=True)))
@@ -344,10 +348,9 @@ def test_a_training_split_of_varying_tag_dimension_caches_and_batches(tmp_path):
     data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
                       batch_size=6, synthetic=SyntheticSplits(
                           num_train=6, num_val=2, num_test=2, noise_ranges={"tag_dim": [1, 4]}))
-    with pytest.raises(ValueError, match="graph=dimension_free"):
-        PoseGraphDataModule(data, GraphConfig(), progress=False).source("train")
-    free = GraphConfig(features=FeatureConfig(tag=False),
-                       edges=EdgeConfig(tag_diff=False, tag_distance=True))
+    with pytest.raises(ValueError, match="graph=raw_tags"):
+        PoseGraphDataModule(data, RAW_TAGS, progress=False).source("train")
+    free = GraphConfig()
     dm = PoseGraphDataModule(data, free, progress=False)
     ds, ids = dm.source("train")
     dims = {ds.load_maps(i).tags.shape[3] for i in ids}

@@ -302,11 +302,9 @@ def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
     assert (out[[0, 4]] == 0).all() and (out[[1, 2, 3]] != 0).any()
 
 
-def test_a_dimension_free_model_reads_maps_of_any_tag_dimension(tmp_path):
-    from posegnn.data.graph import FeatureConfig
+def test_a_default_model_reads_maps_of_any_tag_dimension(tmp_path):
     from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
-    cfg = GraphConfig(features=FeatureConfig(tag=False),
-                      edges=EdgeConfig(tag_diff=False, tag_distance=True))
+    cfg = GraphConfig()
     batches = {}
     for dim in (1, 3, 8):
         root = generate_dataset(tmp_path / f"d{dim}", SyntheticConfig(
@@ -321,3 +319,11 @@ def test_a_dimension_free_model_reads_maps_of_any_tag_dimension(tmp_path):
         with torch.no_grad():
             logits = module(batch)
         assert logits.shape == (batch.pair_index.shape[1],) and torch.isfinite(logits).all()
+
+
+def test_a_checkpoint_from_before_the_tag_distance_keeps_its_graphs():
+    old = asdict(GraphConfig())
+    old["features"]["tag"], old["edges"]["tag_diff"] = True, True
+    del old["edges"]["tag_distance"]  # stored before the setting existed
+    module = PosegnnModule(18, 30, graph=old)
+    assert module.graph_cfg.edges.tag_distance is False and not module.graph_cfg.dimension_free

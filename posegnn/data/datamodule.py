@@ -162,8 +162,8 @@ class PoseGraphDataModule(L.LightningDataModule):
         dims = spec.noise_ranges.get(TAG_DIM, [0, 0])
         if dims[0] != dims[1] and not self.graph_cfg.dimension_free:
             raise SettingError(f"data.synthetic.noise_ranges.{TAG_DIM}={list(dims)} varies the "
-                               "tag dimension, but the graph's widths depend on it: add "
-                               "graph=dimension_free")
+                               "tag dimension, but the graph's widths depend on it "
+                               "(graph=raw_tags): use the default graph settings")
         if self.cfg.kind == "poses" and not self.cfg.poses:
             raise DatasetError("data=crowdpose_poses draws its people from a CrowdPose or COCO "
                                "keypoint file: add data.poses=/path/to/crowdpose_val.json")

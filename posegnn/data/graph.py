@@ -7,6 +7,7 @@ candidates match the same ground-truth person.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,9 +27,10 @@ EDGE_STRATEGIES = ("partners", "radius", "knn", "skeleton")
 
 @dataclass
 class FeatureConfig:
-    """Which vertex features to compute (each switchable)."""
+    """Which vertex features to compute (each switchable). By default none carries a raw
+    tag, so their width does not depend on the tag dimension D."""
 
-    tag: bool = True  # the candidate's own joint's tag (D numbers for D-dimensional tags)
+    tag: bool = False  # the candidate's own joint's tag (D numbers for D-dimensional tags)
     all_tags: bool = False  # tags of all K channels at the candidate (K * D numbers)
     score: bool = True  # heat value at the peak
     position: bool = True  # position normalized by the image size
@@ -49,8 +51,8 @@ class EdgeConfig:
     k: int = 16  # neighbours per candidate for the knn strategy
     offset: bool = True
     distance: bool = True
-    tag_diff: bool = True  # |t_j - t_i| per tag dimension (D numbers)
-    tag_distance: bool = False  # ||t_j - t_i||: one number whatever the tag dimension
+    tag_diff: bool = False  # |t_j - t_i| per tag dimension (D numbers)
+    tag_distance: bool = True  # ||t_j - t_i||: one number whatever the tag dimension
     scores: bool = True
     limb: bool = True
     # how the pair compares with the source's other candidates of the target's joint type:
@@ -78,8 +80,19 @@ class GraphConfig:
     @property
     def dimension_free(self) -> bool:
         """Whether feature and attribute widths are the same for every tag dimension D
-        (no raw tags: ``graph=dimension_free``), so one model reads maps of any D."""
+        (no raw tags, the default; not ``graph=raw_tags``), so one model reads maps of any
+        D."""
         return not (self.features.tag or self.features.all_tags or self.edges.tag_diff)
+
+
+def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
+    """Graph settings stored in a checkpoint, with the settings added since filled in as
+    they were before: one without ``edges.tag_distance`` predates it and had none."""
+    if not isinstance(values, Mapping) or not values or "tag_distance" in values.get(
+            "edges", {}):
+        return values
+    return {**values, "edges": {**values.get("edges", {}), "tag_distance": False}}
+
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw tags [N, K, D] and heat values [N, K] of all channels at heatmap points uv."""

@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 
 from posegnn.choices import one_of, typed
-from posegnn.data.graph import GraphConfig
+from posegnn.data.graph import GraphConfig, stored_graph
 from posegnn.layouts import get_layout
 from posegnn.models.network import EdgeGNN, ModelConfig
 from posegnn.models.person_scorer import PersonScorer
@@ -88,7 +88,7 @@ class PosegnnModule(L.LightningModule):
         self.optim_cfg = typed(OptimizerConfig, optimizer)
         self.sched_cfg = typed(SchedulerConfig, scheduler)
         self.loss_cfg = typed(LossConfig, loss)
-        self.graph_cfg = typed(GraphConfig, graph)
+        self.graph_cfg = typed(GraphConfig, stored_graph(graph))
         self.save_hyperparameters({
             "in_dim": in_dim, "edge_dim": edge_dim, "model": asdict(self.model_cfg),
             "optimizer": asdict(self.optim_cfg), "scheduler": asdict(self.sched_cfg),
