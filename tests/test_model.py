@@ -303,6 +303,7 @@ def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
 
 
 def test_a_default_model_reads_maps_of_any_tag_dimension(tmp_path):
+    from posegnn.data.graph import FeatureConfig
     from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
     cfg = GraphConfig()
     batches = {}
@@ -319,6 +320,15 @@ def test_a_default_model_reads_maps_of_any_tag_dimension(tmp_path):
         with torch.no_grad():
             logits = module(batch)
         assert logits.shape == (batch.pair_index.shape[1],) and torch.isfinite(logits).all()
+    raw = GraphConfig(features=FeatureConfig(tag=True),
+                      edges=EdgeConfig(tag_diff=True, tag_distance=False))  # graph=raw_tags
+    one, three = (Batch.from_data_list([AddEdges(CROWDPOSE14, raw.edges)(build_vertices(
+        ds.load_maps(i), ds.layout, raw, *ds.gt_keypoints(i))) for i in ds.image_ids])
+        for ds in (PoseMapsDataset(tmp_path / f"d{dim}") for dim in (1, 3)))
+    module = PosegnnModule(one.x.shape[1], one.edge_attr.shape[1], graph=raw).eval()
+    assert module.probabilities(one)[0].shape == (one.pair_index.shape[1],)
+    with pytest.raises(ValueError, match=r"graph=raw_tags.*these maps have D=3"):
+        module.probabilities(three)  # a raw-tag model reads only its own tag dimension
 
 
 def test_a_checkpoint_from_before_the_tag_distance_keeps_its_graphs():
