@@ -9,7 +9,7 @@ import torch
 
 from posegnn.callbacks.checkpoint import RUN_SETTINGS
 from posegnn.data.datamodule import DataConfig
-from posegnn.data.graph import GraphConfig
+from posegnn.data.graph import GraphConfig, stored_graph
 from posegnn.io import atomic_torch_save
 from posegnn.models.module import PosegnnModule
 
@@ -111,7 +111,8 @@ def check_resume(ckpt_path: str | Path, data: DataConfig, graph: GraphConfig,
         diff += differing_keys(state["data"], asdict(data), "data", DATA_KEYS_IGNORED,
                                asdict(DataConfig()))
     if state["graph"] is not None:
-        diff += differing_keys(state["graph"], asdict(graph), "graph", GRAPH_KEYS_IGNORED,
+        diff += differing_keys(stored_graph(state["graph"]), asdict(graph), "graph",
+                               GRAPH_KEYS_IGNORED,
                                asdict(GraphConfig()))
     if diff and not allow:
         raise SettingsMismatch(

@@ -13,6 +13,7 @@ from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks, max_f
 from posegnn.data.datamodule import DataConfig, PoseGraphDataModule, SyntheticSplits
 from posegnn.data.graph import AddEdges, EdgeConfig, FeatureConfig, GraphConfig, build_vertices
 from posegnn.data.maps import DatasetError, PoseMapsDataset
+from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.layouts import CROWDPOSE14
 
 
@@ -146,12 +147,13 @@ def test_edge_strategies(small_dataset, strategy):
 
 
 def test_feature_switches_and_normalization(small_dataset):
-    ds, base, _ = _graph(small_dataset, GraphConfig(normalization="none"))
-    _, per_map, _ = _graph(small_dataset, GraphConfig(normalization="per_map"))
+    raw = FeatureConfig(tag=True)
+    ds, base, _ = _graph(small_dataset, GraphConfig(normalization="none", features=raw))
+    _, per_map, _ = _graph(small_dataset, GraphConfig(normalization="per_map", features=raw))
     assert base.x.shape == per_map.x.shape == (base.num_nodes, 1 + 1 + 2 + 14)
     assert not torch.allclose(base.x[:, :2], per_map.x[:, :2])  # tag and score standardized
     assert torch.equal(base.tag, per_map.tag)  # the raw tag AE uses is never normalized
-    rich = GraphConfig(features=FeatureConfig(all_tags=True, all_heats=True))
+    rich = GraphConfig(features=FeatureConfig(tag=True, all_tags=True, all_heats=True))
     _, g, _ = _graph(small_dataset, rich)
     assert g.x.shape[1] == 1 + 14 + 1 + 2 + 14 + 14
     with pytest.raises(ValueError, match="normalization"):
@@ -304,3 +306,62 @@ def test_maps_rendered_from_ground_truth_group_perfectly(tmp_path_factory):
                                  GroupingConfig(run=["ae", "oracle"]), maps=ds.load_maps)
     assert metrics["test/oracle/AP"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["test/ae/AP"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tag_dim_datasets(tmp_path_factory) -> dict[int, object]:
+    """The same four images with 1-D and with 3-D tags."""
+    out = tmp_path_factory.mktemp("tagdim")
+    return {d: generate_dataset(out / f"d{d}", SyntheticConfig(
+        num_images=4, seed=1, noise=DetectorNoise(tag_dim=d)), progress=False) for d in (1, 3)}
+
+
+def _edged(dataset_dir, cfg: GraphConfig):
+    ds, g, _ = _graph(dataset_dir, cfg)
+    return AddEdges(ds.layout, cfg.edges)(g)
+
+
+RAW_TAGS = GraphConfig(features=FeatureConfig(tag=True),
+                       edges=EdgeConfig(tag_diff=True, tag_distance=False))  # graph=raw_tags
+
+
+def test_default_graphs_have_the_same_widths_for_every_tag_dimension(tag_dim_datasets):
+    free = GraphConfig()
+    assert free.dimension_free and not RAW_TAGS.dimension_free
+    one, three = (_edged(tag_dim_datasets[d], free) for d in (1, 3))
+    assert one.tag.shape[1] == 1 and three.tag.shape[1] == 3
+    assert one.x.shape[1] == three.x.shape[1] and one.edge_attr.shape[1] == three.edge_attr.shape[1]
+    raw = [_edged(tag_dim_datasets[d], RAW_TAGS) for d in (1, 3)]
+    assert raw[1].x.shape[1] == raw[0].x.shape[1] + 2  # the raw tag: D numbers
+    # in 1-D the tag distance is the per-dimension difference, so only the vertex tag differs
+    both = _edged(tag_dim_datasets[1], replace(free, edges=replace(free.edges, tag_diff=True)))
+    at = 2 + 1  # offset, distance, then the tag difference and the tag distance
+    assert torch.equal(both.pair_attr[:, at], both.pair_attr[:, at + 1])
+    assert torch.equal(one.pair_attr[:, at], both.pair_attr[:, at])
+    # and in D dimensions it is the norm of the difference
+    i, j = three.pair_index
+    norm = (three.feat_tag[j] - three.feat_tag[i]).norm(dim=1)
+    assert torch.allclose(three.pair_attr[:, at], norm)
+
+
+def test_a_training_split_of_varying_tag_dimension_caches_and_batches(tmp_path):
+    data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                      batch_size=6, synthetic=SyntheticSplits(
+                          num_train=6, num_val=2, num_test=2, noise_ranges={"tag_dim": [1, 4]}))
+    with pytest.raises(ValueError, match="graph=raw_tags"):
+        PoseGraphDataModule(data, RAW_TAGS, progress=False).source("train")
+    free = GraphConfig()
+    dm = PoseGraphDataModule(data, free, progress=False)
+    ds, ids = dm.source("train")
+    dims = {ds.load_maps(i).tags.shape[3] for i in ids}
+    assert len(dims) > 1  # the split mixes tag dimensions
+    dm.prepare_data()
+    dm.setup("fit")
+    graphs = dm.graphs["train"]  # tags zero-padded to the widest: distances unchanged
+    assert {g.tag.shape[1] for g in graphs} == {max(dims)}
+    for g, i in zip(graphs, ids, strict=True):
+        own = build_vertices(ds.load_maps(i), ds.layout, free, *ds.gt_keypoints(i))
+        d = own.tag.shape[1]
+        assert torch.equal(g.tag[:, :d], own.tag) and not g.tag[:, d:].any()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 6 and batch.x.shape[1] == graphs[0].x.shape[1]

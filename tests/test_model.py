@@ -300,3 +300,40 @@ def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
     expected = scatter(message, dst, 0, dim_size=5, reduce="max")
     assert torch.allclose(out, expected, atol=1e-6) and torch.equal(out, again)
     assert (out[[0, 4]] == 0).all() and (out[[1, 2, 3]] != 0).any()
+
+
+def test_a_default_model_reads_maps_of_any_tag_dimension(tmp_path):
+    from posegnn.data.graph import FeatureConfig
+    from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+    cfg = GraphConfig()
+    batches = {}
+    for dim in (1, 3, 8):
+        root = generate_dataset(tmp_path / f"d{dim}", SyntheticConfig(
+            num_images=2, seed=5, noise=DetectorNoise(tag_dim=dim)), progress=False)
+        ds, edges = PoseMapsDataset(root), AddEdges(CROWDPOSE14, cfg.edges)
+        batches[dim] = Batch.from_data_list([edges(build_vertices(
+            ds.load_maps(i), ds.layout, cfg, *ds.gt_keypoints(i))) for i in ds.image_ids])
+    one = batches[1]
+    module = PosegnnModule(one.x.shape[1], one.edge_attr.shape[1], graph=cfg).eval()
+    for dim, batch in batches.items():  # built for 1-D tags, it reads 3-D and 8-D ones
+        assert batch.tag.shape[1] == dim
+        with torch.no_grad():
+            logits = module(batch)
+        assert logits.shape == (batch.pair_index.shape[1],) and torch.isfinite(logits).all()
+    raw = GraphConfig(features=FeatureConfig(tag=True),
+                      edges=EdgeConfig(tag_diff=True, tag_distance=False))  # graph=raw_tags
+    one, three = (Batch.from_data_list([AddEdges(CROWDPOSE14, raw.edges)(build_vertices(
+        ds.load_maps(i), ds.layout, raw, *ds.gt_keypoints(i))) for i in ds.image_ids])
+        for ds in (PoseMapsDataset(tmp_path / f"d{dim}") for dim in (1, 3)))
+    module = PosegnnModule(one.x.shape[1], one.edge_attr.shape[1], graph=raw).eval()
+    assert module.probabilities(one)[0].shape == (one.pair_index.shape[1],)
+    with pytest.raises(ValueError, match=r"graph=raw_tags.*these maps have D=3"):
+        module.probabilities(three)  # a raw-tag model reads only its own tag dimension
+
+
+def test_a_checkpoint_from_before_the_tag_distance_keeps_its_graphs():
+    old = asdict(GraphConfig())
+    old["features"]["tag"], old["edges"]["tag_diff"] = True, True
+    del old["edges"]["tag_distance"]  # stored before the setting existed
+    module = PosegnnModule(18, 30, graph=old)
+    assert module.graph_cfg.edges.tag_distance is False and not module.graph_cfg.dimension_free

@@ -52,6 +52,12 @@ def _people_of(g, module):
                 cands, person=g.person.numpy())}, data
 
 
+def _module(g) -> PosegnnModule:
+    """An untrained module for graphs like ``g`` (the default graph settings)."""
+    return PosegnnModule(g.x.shape[1], AddEdges(CROWDPOSE14, GraphConfig().edges)(
+        g.clone()).edge_attr.shape[1])
+
+
 def _maps(heat: np.ndarray) -> ImageMaps:
     return ImageMaps(7, heat, np.zeros((14, 128, 128, 1), np.float32),
                      np.array([[2.0, 0, 0], [0, 2.0, 0]]))
@@ -68,7 +74,7 @@ def test_degenerate_images_flow_through_every_stage(case):
         [[[240.0, 200.0, 2.0] if j == 3 else [0, 0, 0] for j in range(14)]])
     g = build_vertices(_maps(heat), CROWDPOSE14, GraphConfig(), gt, np.full(len(gt), 900.0))
     assert g.num_nodes == (1 if case == "one candidate" else 0)
-    module = PosegnnModule(g.x.shape[1], 22)
+    module = _module(g)
     people, data = _people_of(g, module)
     assert data.pair_index.shape[1] == 0
     for name, found in people.items():
@@ -94,7 +100,7 @@ def test_a_packed_image_of_sixty_people_stays_bounded(tmp_path):
     g = build_vertices(ds.load_maps(1), ds.layout, cfg, gt, areas)
     # top-k per joint type bounds the candidates, and so the pairs and the memory
     assert g.num_nodes <= 14 * cfg.candidates.top_k
-    module = PosegnnModule(g.x.shape[1], 22)
+    module = _module(g)
     people, data = _people_of(g, module)
     assert data.pair_index.shape[1] <= g.num_nodes * (g.num_nodes - 1) // 2
     assert len(people["oracle"]) >= 25 and len(people["ae"]) >= 25 and len(people["gnn"])

@@ -386,3 +386,53 @@ def test_noise_ranges_vary_the_detector_per_image(tmp_path):
 def test_bad_noise_ranges_are_refused(tmp_path, ranges, message):
     with pytest.raises(ValueError, match=message):
         gen(tmp_path, "bad", noise_ranges=ranges)
+
+
+# -- D-dimensional tags -------------------------------------------------------------------
+def test_d_dimensional_tags_follow_the_contract(tmp_path):
+    from posegnn.data.maps import PoseMapsDataset
+    root, _ = gen(tmp_path, "d3", num_images=4, seed=3, noise=DetectorNoise(tag_dim=3))
+    _, maps = read_dataset(root)
+    for arrays in maps.values():
+        assert arrays["tags"].shape == (14, 128, 128, 3) and arrays["tags"].dtype == np.float16
+        assert np.isfinite(arrays["tags"]).all()
+    ds = PoseMapsDataset(root)  # the reader takes them as D-dimensional tags
+    assert all(ds.load_maps(i).tags.shape == (14, 128, 128, 3) for i in ds.image_ids)
+
+
+def test_tag_distances_behave_alike_whatever_the_dimension():
+    from types import SimpleNamespace
+
+    from posegnn.data.synthetic.detector import joint_tags, person_tags
+    scene = SimpleNamespace(labels=np.ones((40, 14)), occluded=np.zeros((40, 14), bool))
+    noise = DetectorNoise(tag_noise=0.2, crowd_confusion=0.0)
+    for dim in (1, 2, 4):
+        rng = np.random.default_rng(dim)
+        base = person_tags(rng, 9, 1.0, dim)
+        assert base.shape == (9, dim)
+        gaps = np.linalg.norm(base[:, None] - base[None], axis=2) + np.eye(9) * 99
+        assert gaps.min() >= 0.5  # neighbours lie about tag_spread apart, never on top
+        assert 0.6 <= np.median(gaps.min(axis=1)) <= 1.4
+        base = person_tags(rng, 40, 1.0, dim)
+        tags = joint_tags(scene, base, noise, rng)  # [P, K, D]
+        rms = np.sqrt(((tags - base[:, None]) ** 2).sum(axis=2).mean())
+        assert rms == pytest.approx(0.2, rel=0.05)  # tag_noise is the noise's length
+
+
+def test_a_drawn_tag_dimension_leaves_the_other_images_as_they_were(tmp_path):
+    varied, _ = gen(tmp_path, "varied", num_images=10, seed=4, noise_ranges={"tag_dim": [1, 4]})
+    fixed, _ = gen(tmp_path, "fixed", num_images=10, seed=4)
+    _, maps = read_dataset(varied)
+    dims = {i: 1 if a["tags"].ndim == 3 else a["tags"].shape[3] for i, a in maps.items()}
+    assert set(dims.values()) == {1, 2, 3, 4}
+    new, old = hashes(varied), hashes(fixed)
+    for i, d in dims.items():  # an image that drew D = 1 is the fixed detector's image
+        assert (new[f"maps/{i}.npz"] == old[f"maps/{i}.npz"]) == (d == 1)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"noise_ranges": {"tag_dim": [1.5, 3]}}, "whole number"),
+    ({"noise": DetectorNoise(tag_dim=0)}, "noise.tag_dim=0")])
+def test_bad_tag_dimensions_are_refused(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        gen(tmp_path, "bad", **kw)

@@ -13,7 +13,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
-from posegnn.data.graph import GraphConfig, build_vertices
+from posegnn.data.graph import GraphConfig, build_vertices, pad_tags
 from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, PoseMapsDataset
 from posegnn.io import atomic_torch_save, file_lock
 
@@ -55,7 +55,8 @@ def cache_key(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
 def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                  desc: str = "graphs", progress: bool = True,
                  skip_bad: bool = False) -> list[Data]:
-    """Vertex graphs of the given images, with ground truth where the dataset has it.
+    """Vertex graphs of the given images, with ground truth where the dataset has it (and
+    tags of one width: :func:`~posegnn.data.graph.pad_tags`).
 
     A broken maps file raises :class:`DatasetError`, unless ``skip_bad``: then the image
     is left out and a warning counts what was skipped and why.
@@ -77,7 +78,7 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
         shown = "\n  ".join(skipped[:10])
         log.warning("%s: skipped %d of %d images with broken maps:\n  %s", dataset.root,
                     len(skipped), len(image_ids), shown)
-    return graphs
+    return pad_tags(graphs)
 
 
 def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,

@@ -16,13 +16,13 @@ from torch.utils.data import Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from posegnn.choices import one_of
+from posegnn.choices import SettingError, one_of
 from posegnn.data.cache import cached_graphs, load_cached_graphs
 from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
-from posegnn.data.synthetic.detector import TRAINING_RANGES
+from posegnn.data.synthetic.detector import TAG_DIM, TRAINING_RANGES
 from posegnn.data.synthetic.scene import CROWDS
 from posegnn.io import file_lock
 from posegnn.layouts import LAYOUTS
@@ -184,6 +184,11 @@ class PoseGraphDataModule(L.LightningDataModule):
                                layout=syn.layout, poses=self.cfg.poses, noise=syn.noise,
                                noise_ranges=syn.noise_ranges
                                if split == "train" and syn.vary_detector else {})
+        dims = spec.noise_ranges.get(TAG_DIM, [0, 0])
+        if dims[0] != dims[1] and not self.graph_cfg.dimension_free:
+            raise SettingError(f"data.synthetic.noise_ranges.{TAG_DIM}={list(dims)} varies the "
+                               "tag dimension, but the graph's widths depend on it "
+                               "(graph=raw_tags): use the default graph settings")
         if self.cfg.kind == "poses" and not self.cfg.poses:
             raise DatasetError("data=crowdpose_poses draws its people from a CrowdPose or COCO "
                                "keypoint file: add data.poses=/path/to/crowdpose_val.json")

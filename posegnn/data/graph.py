@@ -7,6 +7,7 @@ candidates match the same ground-truth person.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,10 +27,11 @@ EDGE_STRATEGIES = ("partners", "radius", "knn", "skeleton")
 
 @dataclass
 class FeatureConfig:
-    """Which vertex features to compute (each switchable)."""
+    """Which vertex features to compute (each switchable). By default none carries a raw
+    tag, so their width does not depend on the tag dimension D."""
 
-    tag: bool = True  # the candidate's own joint's tag
-    all_tags: bool = False  # tags of all K channels at the candidate
+    tag: bool = False  # the candidate's own joint's tag (D numbers for D-dimensional tags)
+    all_tags: bool = False  # tags of all K channels at the candidate (K * D numbers)
     score: bool = True  # heat value at the peak
     position: bool = True  # position normalized by the image size
     joint_onehot: bool = True
@@ -49,7 +51,8 @@ class EdgeConfig:
     k: int = 16  # neighbours per candidate for the knn strategy
     offset: bool = True
     distance: bool = True
-    tag_diff: bool = True
+    tag_diff: bool = False  # |t_j - t_i| per tag dimension (D numbers)
+    tag_distance: bool = True  # ||t_j - t_i||: one number whatever the tag dimension
     scores: bool = True
     limb: bool = True
     # how the pair compares with the source's other candidates of the target's joint type:
@@ -73,6 +76,23 @@ class GraphConfig:
         if self.edges.partners < 1 or self.edges.partner_scale <= 0:
             raise ValueError("graph.edges.partners must be >= 1 and graph.edges.partner_scale "
                              f"> 0, got {self.edges.partners} and {self.edges.partner_scale}")
+
+    @property
+    def dimension_free(self) -> bool:
+        """Whether feature and attribute widths are the same for every tag dimension D
+        (no raw tags, the default; not ``graph=raw_tags``), so one model reads maps of any
+        D."""
+        return not (self.features.tag or self.features.all_tags or self.edges.tag_diff)
+
+
+def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
+    """Graph settings stored in a checkpoint, with the settings added since filled in as
+    they were before: one without ``edges.tag_distance`` predates it and had none."""
+    if not isinstance(values, Mapping) or not values or "tag_distance" in values.get(
+            "edges", {}):
+        return values
+    return {**values, "edges": {**values.get("edges", {}), "tag_distance": False}}
+
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw tags [N, K, D] and heat values [N, K] of all channels at heatmap points uv."""
@@ -188,9 +208,9 @@ def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
                     joint: torch.Tensor, pairs: torch.Tensor, long_side: float,
                     limbs: torch.Tensor, cfg: EdgeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Attributes of both directions of each pair (i, j): ([M, A] for i -> j, [M, A] for
-    j -> i). Per direction src -> dst: offset, scaled distance, tag difference, heat
-    scores, limb type (from the [K, K] limb matrix) and competition margins; what does
-    not depend on the direction is computed once per pair."""
+    j -> i). Per direction src -> dst: offset, scaled distance, tag difference (per
+    dimension and/or its norm), heat scores, limb type (from the [K, K] limb matrix) and
+    competition margins; what does not depend on the direction is computed once per pair."""
     i, j = pairs
     offset = (pos.index_select(0, j) - pos.index_select(0, i)) / long_side
     dist = offset.norm(dim=1, keepdim=True)
@@ -204,8 +224,12 @@ def pair_attributes(pos: torch.Tensor, tag: torch.Tensor, score: torch.Tensor,
         both(offset, -offset)
     if cfg.distance:
         both(dist)
-    if cfg.tag_diff:
-        both((tag.index_select(0, j) - tag.index_select(0, i)).abs())
+    if cfg.tag_diff or cfg.tag_distance:
+        diff = (tag.index_select(0, j) - tag.index_select(0, i)).abs()
+        if cfg.tag_diff:
+            both(diff)
+        if cfg.tag_distance:
+            both(diff.norm(dim=1, keepdim=True))
     if cfg.scores:
         s_i, s_j = score.index_select(0, i), score.index_select(0, j)
         both(torch.stack([s_i, s_j], dim=1), torch.stack([s_j, s_i], dim=1))
@@ -286,6 +310,18 @@ def build_vertices(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
                 tag=all_tags[torch.arange(n), peaks.joint], feat_tag=feat_tag, person=person,
                 image_id=torch.tensor([maps.image_id]), long_side=torch.tensor([long_side]),
                 num_nodes=n)
+
+
+def pad_tags(graphs: list[Data]) -> list[Data]:
+    """The graphs, with tags (``tag``, ``feat_tag``) of a lower dimension than the widest
+    zero-padded to it (a detector whose tag dimension varies per image): the added zeros
+    leave every tag distance as it was, and the graphs then cache and batch together."""
+    width = max((g.tag.shape[1] for g in graphs), default=0)
+    for g in graphs:
+        for key in ("tag", "feat_tag"):
+            if g[key].shape[1] < width:
+                g[key] = torch.nn.functional.pad(g[key], (0, width - g[key].shape[1]))
+    return graphs
 
 
 class AddEdges(BaseTransform):

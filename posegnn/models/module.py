@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 
 from posegnn.choices import one_of, typed
-from posegnn.data.graph import GraphConfig
+from posegnn.data.graph import GraphConfig, stored_graph
 from posegnn.layouts import get_layout
 from posegnn.models.network import EdgeGNN, ModelConfig
 from posegnn.models.person_scorer import PersonScorer
@@ -88,7 +88,7 @@ class PosegnnModule(L.LightningModule):
         self.optim_cfg = typed(OptimizerConfig, optimizer)
         self.sched_cfg = typed(SchedulerConfig, scheduler)
         self.loss_cfg = typed(LossConfig, loss)
-        self.graph_cfg = typed(GraphConfig, graph)
+        self.graph_cfg = typed(GraphConfig, stored_graph(graph))
         self.save_hyperparameters({
             "in_dim": in_dim, "edge_dim": edge_dim, "model": asdict(self.model_cfg),
             "optimizer": asdict(self.optim_cfg), "scheduler": asdict(self.sched_cfg),
@@ -107,7 +107,20 @@ class PosegnnModule(L.LightningModule):
 
     def forward(self, batch) -> Tensor:
         """Logits of every scored pair of the batch."""
+        self._check_widths(batch)
         return self.net(batch)
+
+    def _check_widths(self, batch) -> None:
+        """Refuse graphs whose widths differ from the training graphs', in one line."""
+        want = (self.hparams.in_dim, self.hparams.edge_dim)
+        got = (batch.x.shape[1], batch.edge_attr.shape[1])
+        if got == want:
+            return
+        why = ("its graph settings carry raw tags (graph=raw_tags), so it reads only the tag "
+               f"dimension it was trained on, and these maps have D={batch.tag.shape[1]}"
+               if not self.graph_cfg.dimension_free else "they were built with other settings")
+        raise ValueError(f"graphs of {got[0]} vertex / {got[1]} pair features, the model was "
+                         f"trained on {want[0]} / {want[1]}: {why}")
 
     @torch.no_grad()
     def edge_probabilities(self, batch) -> Tensor:
@@ -123,6 +136,7 @@ class PosegnnModule(L.LightningModule):
     def probabilities(self, batch) -> tuple[Tensor, Tensor | None]:
         """Same-person probability of every scored pair and, with the vertex head, the
         probability [N] that each candidate belongs to some person (None without it)."""
+        self._check_widths(batch)
         stages, vertex = self.net.outputs(batch)
         return torch.sigmoid(stages[-1]), None if vertex is None else torch.sigmoid(vertex)
 

@@ -5,6 +5,9 @@ Gaussian peaks (drawn locally, max-combined) whose height drops with occlusion a
 size, missed joints, jitter, spurious peaks, left/right swaps and merged peaks; and tags
 that share a base value per person, with per-joint noise and drift towards the tag of
 another person whose body the joint lies on (the crowd failure of associative embedding).
+Tags are 1-D by default, D-dimensional vectors with ``tag_dim``: the noise then has the
+same root-mean-square length as in 1-D and neighbouring people lie about ``tag_spread``
+apart, so tag distances behave alike whatever D.
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ class DetectorNoise:
     merge_distance: float = 2.0  # same-type peaks closer than this become one
     tag_radius: float = 2.0  # disk radius (tag-map pixels) a joint writes its tag in
     tag_background: float = 0.0  # std of smooth background noise in the tag maps
+    tag_dim: int = 1  # tag dimension D: 1 writes tags [K, Ht, Wt], more [K, Ht, Wt, D]
 
 
 # What ``noise_ranges`` may vary per image besides the DetectorNoise fields.
 RESOLUTION = "heatmap_size"
+# The tag dimension: drawn as a whole number within its range (both ends included).
+TAG_DIM = "tag_dim"
 # The default training detector's per-image ranges (data.synthetic.noise_ranges): wide, so
 # that a model does not learn one detector's habits (RESULTS.md, "Maps from a detector it
 # never saw"); the fixed test detector's settings lie inside them.
@@ -54,6 +60,12 @@ TRAINING_RANGES = {
     "jitter": [0.003, 0.025], "false_positive_rate": [0.1, 1.2], "swap_rate": [0.0, 0.08],
     "merge_distance": [0.5, 3.0], "heat_sigma": [1.5, 3.0], "peak_height": [0.6, 0.95],
     RESOLUTION: [160.0, 320.0]}
+
+
+def check_tag_dim(value: float, where: str) -> None:
+    """A tag dimension is a whole number >= 1."""
+    if not (float(value).is_integer() and value >= 1):
+        raise SettingError(f"{where}={value}: the tag dimension must be a whole number >= 1")
 
 
 def check_noise_ranges(ranges: dict[str, list[float]]) -> None:
@@ -65,15 +77,29 @@ def check_noise_ranges(ranges: dict[str, list[float]]) -> None:
         if len(bounds) != 2 or not bounds[0] <= bounds[1]:
             raise SettingError(f"noise_ranges.{name}={list(bounds)}: expected [low, high] with "
                              "low <= high")
+        if name == TAG_DIM:
+            for value in bounds:
+                check_tag_dim(value, f"noise_ranges.{name}")
 
 
 def draw_noise(noise: DetectorNoise, ranges: dict[str, list[float]],
                rng: np.random.Generator) -> DetectorNoise:
     """``noise`` with each setting named in ``ranges`` drawn uniformly from its range: the
-    behaviour of one image's detector, when a model must not learn one detector."""
+    behaviour of one image's detector, when a model must not learn one detector. The map
+    resolution and the tag dimension are drawn apart (:func:`draw_tag_dim`), after it."""
     drawn = {name: float(rng.uniform(*ranges[name])) for name in sorted(ranges)
-             if name != RESOLUTION}
+             if name not in (RESOLUTION, TAG_DIM)}
     return replace(noise, **drawn)
+
+
+def draw_tag_dim(noise: DetectorNoise, ranges: dict[str, list[float]],
+                 rng: np.random.Generator) -> DetectorNoise:
+    """``noise`` with its tag dimension drawn from ``ranges`` (each whole number in it alike),
+    or unchanged where ``ranges`` does not name it."""
+    if TAG_DIM not in ranges:
+        return noise
+    low, high = (int(v) for v in ranges[TAG_DIM])
+    return replace(noise, tag_dim=int(rng.integers(low, high + 1)))
 
 
 @dataclass
@@ -114,18 +140,30 @@ def letterbox(width: int, height: int, input_size: int = 512, heatmap_size: int 
 
 
 # -- tags -------------------------------------------------------------------------------
-def person_tags(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
-    """Base tag per person: a shuffled, jittered ladder with steps of ``spread``."""
-    ladder = (rng.permutation(n) - (n - 1) / 2.0) * spread
-    return ladder + rng.uniform(-0.25, 0.25, n) * spread
+def person_tags(rng: np.random.Generator, n: int, spread: float, dim: int = 1) -> np.ndarray:
+    """Base tag per person [P, D]: distinct cells, in shuffled order, of a centred grid with
+    steps of ``spread`` (in 1-D a ladder), jittered, then turned at random (D > 1)."""
+    side = n if dim == 1 else 0
+    while side**dim < n:
+        side += 1
+    cells = rng.permutation(side**dim)[:n]
+    grid = np.stack(np.unravel_index(cells, (side,) * dim), axis=1)  # [P, D]
+    base = (grid - (side - 1) / 2.0) * spread + rng.uniform(-0.25, 0.25, (n, dim)) * spread
+    if dim == 1:
+        return base
+    q, r = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return base @ (q * np.sign(np.diag(r)))  # a uniformly random rotation (or reflection)
 
 
 def joint_tags(scene: Scene, base: np.ndarray, noise: DetectorNoise,
                rng: np.random.Generator) -> np.ndarray:
-    """Tag of every joint [P, K]: base + noise, drifted towards the person it overlaps."""
+    """Tag of every joint [P, K, D]: base + noise, drifted towards the person it overlaps.
+    The noise has std ``tag_noise / sqrt(D)`` per dimension: ``tag_noise`` in length."""
     p, k = scene.labels.shape
+    d = base.shape[1]
     occ = scene.occluded
-    tags = base[:, None] + rng.normal(0.0, noise.tag_noise, (p, k)) * np.where(occ, 1.5, 1.0)
+    tags = base[:, None] + rng.normal(0.0, noise.tag_noise / np.sqrt(d), (p, k, d)) * np.where(
+        occ, 1.5, 1.0)[..., None]
     strength = rng.uniform(0.5, 1.0, (p, k))
     if p < 2 or noise.crowd_confusion <= 0:
         return tags
@@ -136,7 +174,7 @@ def joint_tags(scene: Scene, base: np.ndarray, noise: DetectorNoise,
     other = close.argmax(axis=2)
     weight = noise.crowd_confusion * np.take_along_axis(close, other[..., None], 2)[..., 0]
     weight = np.clip(weight * strength * np.where(occ, 1.5, 1.0), 0.0, 0.95)
-    return tags + weight * (base[other] - tags)
+    return tags + weight[..., None] * (base[other] - tags)
 
 
 # -- peaks ------------------------------------------------------------------------------
@@ -147,7 +185,7 @@ class Peaks:
     pos: np.ndarray  # [N, 2]
     channel: np.ndarray  # [N]
     height: np.ndarray  # [N]
-    tag: np.ndarray  # [N]
+    tag: np.ndarray  # [N, D]
 
 
 def swapped_channels(layout: Layout, facing_back: np.ndarray, rate: float,
@@ -194,8 +232,10 @@ def false_peaks(scene: Scene, geom: MapGeometry, tags: np.ndarray, base: np.ndar
     n = len(channel)
     lo, hi = geom.content(scene.image["width"], scene.image["height"])
     pos = lo + rng.random((n, 2)) * (hi - lo - 1e-3)
-    span = (base.min() - 0.5, base.max() + 0.5) if len(base) else (-1.0, 1.0)
-    tag = rng.uniform(span[0], span[1], n)
+    d = base.shape[1]
+    lo_tag = base.min(axis=0) - 0.5 if len(base) else np.full(d, -1.0)
+    hi_tag = base.max(axis=0) + 0.5 if len(base) else np.full(d, 1.0)
+    tag = rng.uniform(lo_tag, hi_tag, (n, d))  # anywhere in the people's tag box
     labeled = np.argwhere(scene.labels > 0)
     on_person = rng.random(n) < 0.5
     if len(labeled):
@@ -204,8 +244,9 @@ def false_peaks(scene: Scene, geom: MapGeometry, tags: np.ndarray, base: np.ndar
         near = geom.to_heatmap(scene.joints[pick[:, 0], pick[:, 1]])
         near = near + rng.normal(0.0, 1.0, (n, 2)) * 0.06 * size[:, None]
         pos = np.where(on_person[:, None], np.clip(near, lo, hi - 1e-3), pos)
-        near_tag = tags[pick[:, 0], pick[:, 1]] + rng.normal(0.0, noise.tag_noise, n)
-        tag = np.where(on_person, near_tag, tag)
+        near_tag = tags[pick[:, 0], pick[:, 1]] + rng.normal(0.0, noise.tag_noise / np.sqrt(d),
+                                                             (n, d))
+        tag = np.where(on_person[:, None], near_tag, tag)
     height = rng.uniform(0.08, max(noise.false_positive_height, 0.08), n)
     return Peaks(pos=pos, channel=channel, height=height, tag=tag)
 
@@ -267,7 +308,8 @@ def disk_offsets(radius: float) -> np.ndarray:
 
 def render_tags(peaks: Peaks, k: int, heatmap_size: int, tag_size: int, radius: float,
                 background: np.ndarray) -> np.ndarray:
-    """Each peak writes its tag in a disk of its channel; stronger peaks win overlaps."""
+    """Each peak writes its tag in a disk of its channel of ``background`` [K, T, T, D];
+    stronger peaks win overlaps."""
     tags = background
     if len(peaks.channel) == 0:
         return tags
@@ -276,34 +318,39 @@ def render_tags(peaks: Peaks, k: int, heatmap_size: int, tag_size: int, radius: 
     pts = centre[:, None, :] + disk_offsets(radius)[None]  # [N, M, 2]
     ok = ((pts >= 0) & (pts < tag_size)).all(axis=2)
     flat = (peaks.channel[order][:, None] * tag_size + pts[..., 1]) * tag_size + pts[..., 0]
-    val = np.broadcast_to(peaks.tag[order][:, None], flat.shape)
+    val = np.broadcast_to(peaks.tag[order][:, None], (*flat.shape, tags.shape[-1]))
     flat, val = flat[ok][::-1], val[ok][::-1]  # the last writer comes first
     uniq, first = np.unique(flat, return_index=True)
-    tags.reshape(-1)[uniq] = val[first]
+    tags.reshape(-1, tags.shape[-1])[uniq] = val[first]
     return tags
 
 
-def tag_background(rng: np.random.Generator, k: int, size: int, std: float) -> np.ndarray:
-    """Smooth low-amplitude noise (bilinear upsampling of a coarse grid), or zeros."""
+def tag_background(rng: np.random.Generator, k: int, size: int, std: float,
+                   dim: int = 1) -> np.ndarray:
+    """Smooth low-amplitude noise [K, size, size, D] (bilinear upsampling of a coarse grid;
+    ``std`` in length, as the tag noise), or zeros."""
     if std <= 0:
-        return np.zeros((k, size, size), dtype=np.float32)
-    coarse = rng.normal(0.0, std, (k, 9, 9))
-    fine = ndimage.zoom(coarse, (1, size / 9, size / 9), order=1)
+        return np.zeros((k, size, size, dim), dtype=np.float32)
+    coarse = rng.normal(0.0, std / np.sqrt(dim), (k, 9, 9, dim))
+    fine = ndimage.zoom(coarse, (1, size / 9, size / 9, 1), order=1)
     return fine[:, :size, :size].astype(np.float32)
 
 
 def render_maps(scene: Scene, layout: Layout, geom: MapGeometry, noise: DetectorNoise,
                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Heatmaps [K, Hh, Wh] and tags [K, Ht, Wt] (float16) for one scene."""
+    """Heatmaps [K, Hh, Wh] and tags (float16) for one scene: [K, Ht, Wt] for 1-D tags,
+    [K, Ht, Wt, D] for ``noise.tag_dim`` = D > 1."""
     k = layout.num_joints
-    base = person_tags(rng, len(scene.joints), noise.tag_spread)
+    base = person_tags(rng, len(scene.joints), noise.tag_spread, noise.tag_dim)
     tags = joint_tags(scene, base, noise, rng)
     peaks = concat_peaks(joint_peaks(scene, layout, geom, tags, noise, rng),
                          false_peaks(scene, geom, tags, base, noise, rng))
     peaks = merge_peaks(peaks, noise.merge_distance)
     heat = render_heatmaps(peaks, k, geom.heatmap_size, noise.heat_sigma)
-    back = tag_background(rng, k, geom.tag_size, noise.tag_background)
+    back = tag_background(rng, k, geom.tag_size, noise.tag_background, noise.tag_dim)
     tag_map = render_tags(peaks, k, geom.heatmap_size, geom.tag_size, noise.tag_radius, back)
+    if noise.tag_dim == 1:
+        tag_map = tag_map[..., 0]  # the contract's 1-D layout
     out = {"heatmaps": np.clip(heat, 0.0, 1.0).astype(np.float16),
            "tags": np.clip(tag_map, -1e4, 1e4).astype(np.float16)}
     m2i = geom.map_to_image()

@@ -28,7 +28,9 @@ from .detector import (
     RESOLUTION,
     DetectorNoise,
     check_noise_ranges,
+    check_tag_dim,
     draw_noise,
+    draw_tag_dim,
     letterbox,
     render_maps,
 )
@@ -53,7 +55,8 @@ class SyntheticConfig:
     tag_size: int = 128
     noise: DetectorNoise = field(default_factory=DetectorNoise)
     # per-image ranges [low, high] of detector settings (DetectorNoise fields, or
-    # heatmap_size: the tag map keeps its ratio to it); the rest comes from ``noise``
+    # heatmap_size: the tag map keeps its ratio to it; tag_dim: a whole number); the rest
+    # comes from ``noise``
     noise_ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -124,6 +127,7 @@ def _check_config(cfg: SyntheticConfig) -> None:
     one_of("layout", cfg.layout, LAYOUTS)
     if min(cfg.input_size, cfg.heatmap_size, cfg.tag_size) <= 0:
         raise ValueError("input_size, heatmap_size and tag_size must be positive")
+    check_tag_dim(cfg.noise.tag_dim, "noise.tag_dim")
     check_noise_ranges(cfg.noise_ranges)
 
 
@@ -155,6 +159,7 @@ def _write_image(scene: Scene, source, cfg: SyntheticConfig, maps_dir: Path) -> 
         if RESOLUTION in cfg.noise_ranges:
             heatmap_size = 16 * round(ranges_rng.uniform(*cfg.noise_ranges[RESOLUTION]) / 16)
             tag_size = round(heatmap_size * cfg.tag_size / cfg.heatmap_size)
+        noise = draw_tag_dim(noise, cfg.noise_ranges, ranges_rng)  # last: the rest stays
     geom = letterbox(img["width"], img["height"], cfg.input_size, heatmap_size, tag_size)
     rng = image_rng(cfg.seed, img["id"], DETECTOR_STREAM)
     arrays = render_maps(scene, source.layout, geom, noise, rng)
