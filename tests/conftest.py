@@ -54,3 +54,19 @@ def tiny_train_overrides(out: Path) -> list[str]:
             "progress=false", "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false", "callbacks.val_ap_every_n_epochs=1",
             "data.batch_size=4"]
+
+
+@pytest.fixture(scope="session")
+def small_graphs(small_dataset) -> list:
+    """Four graphs of ``small_dataset`` with the default settings, edges and labels added."""
+    from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+    from posegnn.data.maps import PoseMapsDataset
+
+    ds = PoseMapsDataset(small_dataset)
+    cfg = GraphConfig()
+    edges = AddEdges(ds.layout, cfg.edges)
+    out = []
+    for image_id in ds.image_ids[:4]:
+        gt, areas = ds.gt_keypoints(image_id)
+        out.append(edges(build_vertices(ds.load_maps(image_id), ds.layout, cfg, gt, areas)))
+    return out

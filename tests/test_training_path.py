@@ -12,8 +12,7 @@ from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 from posegnn.data.datamodule import DataConfig, KeptEdges, PoseGraphDataModule
-from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
-from posegnn.data.maps import PoseMapsDataset
+from posegnn.data.graph import GraphConfig
 from posegnn.models.aggregate import norm_max_relu, scatter_max
 from posegnn.models.module import PosegnnModule
 
@@ -79,15 +78,8 @@ def test_norm_max_relu_takes_the_plain_route_where_its_shortcut_does_not_apply()
 
 
 @pytest.fixture(scope="module")
-def batch(small_dataset):
-    ds = PoseMapsDataset(small_dataset)
-    cfg = GraphConfig()
-    edges = AddEdges(ds.layout, cfg.edges)
-    graphs = []
-    for image_id in ds.image_ids[:4]:
-        gt, areas = ds.gt_keypoints(image_id)
-        graphs.append(edges(build_vertices(ds.load_maps(image_id), ds.layout, cfg, gt, areas)))
-    return Batch.from_data_list(graphs)
+def batch(small_graphs):
+    return Batch.from_data_list(small_graphs)
 
 
 def _definition(module: PosegnnModule, batch) -> torch.Tensor:
