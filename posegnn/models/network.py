@@ -95,9 +95,7 @@ class EdgeClassifier(nn.Module):
         block instead of on the concatenated inputs (the same map), its ``h_i + h_j``
         block once per vertex; the constant pair-attribute blocks need no input gradient."""
         lin = self.net[0][0]
-        d = self.emb_dim
-        widths = [d, d, d] + [self.edge_dim] * (2 * self.use_attr) + [self.extra_dim]
-        w_sum, w_diff, w_prod, *w_rest = torch.split(lin.weight, widths, dim=1)
+        w_sum, w_diff, w_prod, *w_rest = torch.split(lin.weight, self._block_widths(), dim=1)
         i, j = pair_index
         per_vertex = h @ w_sum.T
         z = (per_vertex + lin.bias).index_select(0, i).add_(per_vertex.index_select(0, j))
@@ -110,15 +108,19 @@ class EdgeClassifier(nn.Module):
             z = z.addmm_(x, w.T)
         return self.net[1:](self.net[0][1:](z)).squeeze(1)
 
+    def _block_widths(self) -> list[int]:
+        """Widths of the symmetric first map's input blocks: h_i + h_j, |h_i - h_j|,
+        h_i * h_j, the two pair-attribute blocks (when used), the extra input."""
+        d = self.emb_dim
+        return [d, d, d] + [self.edge_dim] * (2 * self.use_attr) + [self.extra_dim]
+
     def _eval_weights(self) -> tuple[Tensor, ...]:
         """Folded, transposed weights: [first map split by input block (the h_i + h_j
         block first), bias 1, second map, bias 2, output map, output bias]."""
         (lin1, norm1, _), _, (lin2, norm2, _), out = self.net
         w1, b1 = fold_batchnorm(lin1, norm1)
         w2, b2 = fold_batchnorm(lin2, norm2)
-        d = self.emb_dim
-        widths = [d, d, d] + [self.edge_dim] * (2 * self.use_attr) + [self.extra_dim]
-        blocks = torch.split(w1.T, widths)
+        blocks = torch.split(w1.T, self._block_widths())
         return (*blocks, b1, w2.T, b2, out.weight.T, out.bias)
 
     def factorized(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
