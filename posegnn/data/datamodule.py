@@ -36,7 +36,7 @@ DATA_KINDS = ("synthetic", "poses", "maps")
 class SyntheticSplits:
     """The synthetic world of ``data=synthetic``: one generated dataset per split."""
 
-    num_train: int = 1000
+    num_train: int = 2000  # a poses file gives what remains after val and test
     num_val: int = 60
     num_test: int = 500
     seed: int = SyntheticConfig.seed
