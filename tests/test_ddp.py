@@ -69,10 +69,12 @@ def test_each_rank_trains_on_its_shard_and_metrics_cover_the_whole_split(ddp_run
     dm.prepare_data()
     dm.setup("fit")
     # val AP: once, over the whole val split, with the last epoch's weights (reloaded here,
-    # in one process)
+    # in one process), batched as the run's callback batches (other batch sizes may round
+    # the probabilities differently in the last bit, and a decoder decision with them)
     grouping = replace(cfg.grouping, run=["gnn"])
     val = evaluate_groupings(dm.ground_truth("val"), dm.layout, dm.dataset("val"), grouping,
                              module=load_module(last), prefix="val",
+                             batch_size=cfg.data.batch_size,
                              maps=dm.source("val")[0].load_maps)
     assert metrics["val/gnn/AP"] == pytest.approx(val["val/gnn/AP"], rel=1e-6)  # float32 log
     # test edge accuracy: the best weights over the whole test split
