@@ -43,7 +43,7 @@ def _people_of(g, module):
     """People of one graph from every grouping (gnn with an untrained module)."""
     data = AddEdges(CROWDPOSE14, GraphConfig().edges)(g)
     with torch.no_grad():
-        prob = module.eval().edge_probabilities(Batch.from_data_list([data])).numpy()
+        prob = module.eval().probabilities(Batch.from_data_list([data]))[0].numpy()
     cands = candidates_of(g)
     return {"gnn": build_grouping("gnn", layout=CROWDPOSE14).group(
                 cands, pair_index=data.pair_index.numpy(), prob=prob),

@@ -122,10 +122,6 @@ class PosegnnModule(L.LightningModule):
         raise ValueError(f"graphs of {got[0]} vertex / {got[1]} pair features, the model was "
                          f"trained on {want[0]} / {want[1]}: {why}")
 
-    @torch.no_grad()
-    def edge_probabilities(self, batch) -> Tensor:
-        return torch.sigmoid(self(batch))
-
     @property
     def scorer(self):
         """The fitted person scorer's ``score`` (features -> expected OKS), or None."""
