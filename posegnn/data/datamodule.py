@@ -19,7 +19,7 @@ from torch_geometric.loader import DataLoader
 from posegnn.choices import SettingError, one_of
 from posegnn.data.cache import cached_graphs, load_cached_graphs
 from posegnn.data.graph import AddEdges, GraphConfig, GraphList
-from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
+from posegnn.data.maps import MAX_MAP_MIB, DatasetError, ImageMaps, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.data.synthetic.detector import TAG_DIM, TRAINING_RANGES
@@ -162,13 +162,16 @@ class PoseGraphDataModule(L.LightningDataModule):
     missing (``kind=poses``: over the people of ``data.poses``); ``data.kind=maps`` reads
     the ``data.train/val/test`` directories (val split off train when absent).
     ``prepare_data`` builds and caches graphs; ``setup`` loads them and computes the
-    training split's feature statistics.
+    training split's feature statistics. ``splits`` limits it to the splits a job uses
+    (an evaluation: its one split), so that nothing else is generated or opened.
     """
 
-    def __init__(self, data: DataConfig, graph: GraphConfig, progress: bool = True) -> None:
+    def __init__(self, data: DataConfig, graph: GraphConfig, progress: bool = True,
+                 splits: tuple[str, ...] = SPLITS) -> None:
         super().__init__()
         self.cfg, self.graph_cfg = data, graph
         self.progress = progress
+        self.splits = tuple(splits)
         self._sources: dict[str, tuple[PoseMapsDataset, list[int]]] = {}
         self.graphs: dict[str, list[Data]] = {}
         self.feature_mean: torch.Tensor | None = None
@@ -258,11 +261,18 @@ class PoseGraphDataModule(L.LightningDataModule):
             self.cfg.skip_bad_maps
 
     def available_splits(self) -> tuple[str, ...]:
-        """The splits this configuration has data for."""
+        """The splits of ``splits`` this configuration has data for."""
         if self.cfg.kind == "maps":
-            return tuple(s for s in SPLITS if getattr(self.cfg, s) is not None
+            return tuple(s for s in self.splits if getattr(self.cfg, s) is not None
                          or (s == "val" and self.cfg.train is not None))
-        return SPLITS
+        return self.splits
+
+    def with_graph(self, graph: GraphConfig) -> PoseGraphDataModule:
+        """The same data (the splits already opened included) with other graph settings,
+        e.g. those a checkpoint was trained on."""
+        other = PoseGraphDataModule(self.cfg, graph, self.progress, self.splits)
+        other._sources = self._sources
+        return other
 
     def prepare_data(self) -> None:
         for split in self.available_splits():
@@ -287,7 +297,10 @@ class PoseGraphDataModule(L.LightningDataModule):
 
     @property
     def layout(self):
-        return self.source(self.available_splits()[0])[0].layout
+        """The keypoint layout, from a split already opened, else from the first of the
+        job's splits."""
+        opened = next(iter(self._sources.values()), None)
+        return (opened or self.source(self.available_splits()[0]))[0].layout
 
     @property
     def edges(self) -> AddEdges:
@@ -299,9 +312,17 @@ class PoseGraphDataModule(L.LightningDataModule):
         sample = self.edges(self.graphs[split][0])
         return sample.x.shape[1], sample.edge_attr.shape[1]
 
-    def dataset(self, split: str) -> GraphList:
-        """The split's graphs, with edges added on access."""
-        return GraphList(self._load(split), self.edges)
+    def dataset(self, split: str, limit: int | None = None) -> GraphList:
+        """The split's graphs (the first ``limit``), with edges added on access."""
+        return GraphList(self._load(split)[:limit], self.edges)
+
+    def images(self, split: str) -> PoseMapsDataset:
+        """The pose-maps dataset a split's images come from."""
+        return self.source(split)[0]
+
+    def maps_reader(self, split: str) -> Callable[[int], ImageMaps]:
+        """The maps of one image of the split, by image id (what refinement reads)."""
+        return self.images(split).load_maps
 
     def _loader(self, split: str | GraphList, loader: type[DataLoader] = DataLoader,
                 **kwargs) -> DataLoader:
@@ -335,10 +356,11 @@ class PoseGraphDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def ground_truth(self, split: str) -> dict:
-        """COCO ground truth of the images the split's graphs were built from."""
-        ids = [int(g.image_id) for g in self._load(split)]
-        return self.source(split)[0].coco_dict(ids)
+    def ground_truth(self, split: str, limit: int | None = None) -> dict:
+        """COCO ground truth of the images the split's graphs (the first ``limit``) were
+        built from."""
+        ids = [int(g.image_id) for g in self._load(split)[:limit]]
+        return self.images(split).coco_dict(ids)
 
     def statistics(self, split: str = "train") -> dict[str, float]:
         """Candidates and pairs per image, label balance and ground-truth coverage (on

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphList
 from posegnn.data.maps import ImageMaps
-from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
+from posegnn.evaluation.coco import best_oks, evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import build_grouping
+from posegnn.grouping.person_features import person_features
 from posegnn.io import write_json
 from posegnn.layouts import Layout
 from posegnn.types import Candidates
@@ -124,6 +125,28 @@ def group_all(settings: dict, layout: Layout, graphs: Sequence[Data],
             results[name].extend(people_to_coco_results(int(g.image_id), people))
     n = max(len(graphs), 1)
     return {name: (results[name], elapsed[name] / n) for name in groupings}
+
+
+def fit_person_scorer(module, dataset: GraphList, gt: dict, layout: Layout, settings,
+                      batch_size: int = 8, progress: bool = False) -> dict[str, float]:
+    """Fit ``module.person_scorer`` on the people the gnn grouping (``settings``, scored
+    by heat) assembles from ``dataset`` with ``module``'s probabilities, each labelled
+    with its OKS to the best person of ``gt`` (a COCO keypoints dict)."""
+    scores = edge_probabilities(module, dataset, batch_size, progress)
+    grouping = build_grouping("gnn", settings, layout=layout)
+    people_of: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        people_of.setdefault(int(a["image_id"]), []).append(a)
+    features, targets = [], []
+    for graph, s in zip(dataset.graphs, scores, strict=True):
+        people = grouping.group(candidates_of(graph), pair_index=s.pair_index, prob=s.prob,
+                                vertex_prob=s.vertex_prob)
+        features.append(person_features(people, s.pair_index, s.prob))
+        targets.append(best_oks(people.keypoints, people_of.get(int(graph.image_id), []),
+                                layout.sigma_array))
+    x, y = np.concatenate(features), np.concatenate(targets)
+    loss = module.person_scorer.fit(x, y)
+    return {"people": float(len(y)), "mean_oks": float(y.mean()), "mse": loss}
 
 
 def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:

@@ -20,18 +20,18 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     oracle; write ``metrics.json`` and each grouping's COCO results into ``out_dir``."""
     out_dir = Path(out_dir)
     groupings = cfg.grouping
-    dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress)
+    dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress, splits=(cfg.split,))
     module = None
     if cfg.ckpt_path or "gnn" in groupings.run:
         module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name))
         if cfg.graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
-        dm.graph_cfg = module.graph_cfg
+        dm = dm.with_graph(module.graph_cfg)
     dataset = dm.dataset(cfg.split)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
                                  results_dir=out_dir, progress=cfg.progress,
-                                 maps=dm.source(cfg.split)[0].load_maps)
+                                 maps=dm.maps_reader(cfg.split))
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))
