@@ -55,7 +55,6 @@ class WandbConfig:
     name: str | None = None  # defaults to the run's overrides
     tags: list[str] = field(default_factory=list)
     log_model: bool = True  # the best checkpoint as an artifact
-    num_example_images: int = 4
 
 
 @dataclass
@@ -83,14 +82,20 @@ class CallbacksConfig:
 
 
 @dataclass
-class GroupingConfig:
+class PredictGroupingConfig:
+    """The settings of the groupings a prediction can run (``grouping`` of predict)."""
+
+    gnn: GNNGroupingConfig = field(default_factory=GNNGroupingConfig)
+    ae: AEGroupingConfig = field(default_factory=AEGroupingConfig)
+
+
+@dataclass
+class GroupingConfig(PredictGroupingConfig):
     """Which groupings an evaluation runs, and their settings (``grouping=...``)."""
 
     run: list[str] = field(default_factory=lambda: ["gnn", "ae", "oracle"])
-    gnn: GNNGroupingConfig = field(default_factory=GNNGroupingConfig)
-    ae: AEGroupingConfig = field(default_factory=AEGroupingConfig)
     oracle: OracleGroupingConfig = field(default_factory=OracleGroupingConfig)
-    max_dets: int = 20
+    max_dets: int = 20  # people per image that COCOeval scores
 
 
 @dataclass
@@ -174,9 +179,8 @@ class PredictConfig(RunConfig):
     ckpt_path: str | None = None  # the gnn model; None: the one shipped for the layout
     input: str | None = None
     out: str | None = None
-    # gnn or ae (``grouping=`` would name the config group of their settings)
-    method: str = "gnn"
-    groupings: GroupingConfig = field(default_factory=GroupingConfig)
+    method: str = "gnn"  # gnn or ae, with its settings from ``grouping``
+    grouping: PredictGroupingConfig = field(default_factory=PredictGroupingConfig)
     batch_size: int = 8
     draw: int = 0  # draw the people of the first N images into <run>/figures/
     images: str | None = None  # draw over these image files (by file_name), not heatmaps

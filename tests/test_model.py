@@ -62,7 +62,7 @@ def test_every_variant_trains_and_ignores_vertex_order(graphs, conv, pair, tmp_p
     L.seed_everything(0)
     symmetric = pair == "symmetric"
     module = _module(graphs, conv=conv, pair=pair, classifier_edge_attr=symmetric,
-                     refine=int(symmetric))
+                     rounds=int(symmetric))
     _trainer(tmp_path, 1).fit(module, train_dataloaders=_loader(graphs[:2]))
     module.eval()
     g = graphs[1]

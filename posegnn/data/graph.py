@@ -86,12 +86,18 @@ class GraphConfig:
 
 
 def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
-    """Graph settings stored in a checkpoint, with the settings added since filled in as
-    they were before: one without ``edges.tag_distance`` predates it and had none."""
-    if not isinstance(values, Mapping) or not values or "tag_distance" in values.get(
-            "edges", {}):
+    """Graph settings stored in a checkpoint, in today's names (``candidates.refine`` is
+    ``candidates.subpixel``), with the settings added since filled in as they were
+    before: one without ``edges.tag_distance`` predates it and had none."""
+    if not isinstance(values, Mapping) or not values:
         return values
-    return {**values, "edges": {**values.get("edges", {}), "tag_distance": False}}
+    cands = dict(values.get("candidates", {}))
+    if "refine" in cands:
+        cands["subpixel"] = cands.pop("refine")
+    values = {**values, "candidates": cands} if cands else dict(values)
+    if "tag_distance" not in values.get("edges", {}):
+        values["edges"] = {**values.get("edges", {}), "tag_distance": False}
+    return values
 
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

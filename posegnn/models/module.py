@@ -84,6 +84,9 @@ class PosegnnModule(L.LightningModule):
                  feature_std: list[float] | None = None, num_joints: int | None = None
                  ) -> None:
         super().__init__()
+        if isinstance(model, dict) and "refine" in model:  # a checkpoint's older name
+            model = {**model, "rounds": model["refine"]}
+            del model["refine"]
         self.model_cfg = typed(ModelConfig, model)
         self.optim_cfg = typed(OptimizerConfig, optimizer)
         self.sched_cfg = typed(SchedulerConfig, scheduler)

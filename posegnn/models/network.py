@@ -27,9 +27,9 @@ class ModelConfig:
     classifier_hidden: int = 64
     classifier_edge_attr: bool = False  # also feed the pair's edge attributes
     dropout: float = 0.0
-    # rounds of refinement: each re-classifies every pair after pooling, for each vertex,
-    # the embeddings of the candidates the previous round put in its person
-    refine: int = 0
+    # classifier rounds after the first: each re-classifies every pair after pooling, for
+    # each vertex, the embeddings of the candidates the previous round put in its person
+    rounds: int = 0
     # a vertex output: the probability that a candidate belongs to some person (0 marks a
     # false peak); the gnn grouping can leave such candidates out (grouping.gnn.drop_below)
     vertex_head: bool = False
@@ -172,7 +172,7 @@ class EdgeGNN(nn.Module):
         self.classifier = EdgeClassifier(cfg, emb, edge_dim)
         # a refining classifier sees each side's pooled person embedding and the last logit
         self.refiners = nn.ModuleList(
-            EdgeClassifier(cfg, 2 * emb, edge_dim, extra_dim=1) for _ in range(cfg.refine))
+            EdgeClassifier(cfg, 2 * emb, edge_dim, extra_dim=1) for _ in range(cfg.rounds))
         self.vertex_head = (nn.Sequential(mlp_block(emb, cfg.classifier_hidden),
                                           nn.Linear(cfg.classifier_hidden, 1))
                             if cfg.vertex_head else None)

@@ -35,7 +35,7 @@ def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
              if cfg.method == "gnn" else None)
-    settings = getattr(cfg.groupings, cfg.method, None)
+    settings = getattr(cfg.grouping, cfg.method)
     results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress,
                               ds.load_maps, scorer=module.scorer if module is not None else None)
     write_json(cfg.out, results)
