@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import lightning as L
@@ -17,14 +18,20 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from posegnn.choices import SettingError, one_of
-from posegnn.data.cache import cached_graphs, load_cached_graphs
-from posegnn.data.graph import AddEdges, GraphConfig, GraphList
+from posegnn.data.cache import (
+    cache_path,
+    cached_graphs,
+    load_cached_graphs,
+    pack_graphs,
+    vertex_graphs,
+)
+from posegnn.data.graph import AddEdges, GraphConfig, GraphList, pad_tags
 from posegnn.data.maps import MAX_MAP_MIB, DatasetError, ImageMaps, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.data.synthetic.detector import TAG_DIM, TRAINING_RANGES
 from posegnn.data.synthetic.scene import CROWDS
-from posegnn.io import file_lock
+from posegnn.io import atomic_torch_save, file_lock
 from posegnn.layouts import LAYOUTS
 
 log = logging.getLogger(__name__)
@@ -358,9 +365,34 @@ class PoseGraphDataModule(L.LightningDataModule):
 
     def ground_truth(self, split: str, limit: int | None = None) -> dict:
         """COCO ground truth of the images the split's graphs (the first ``limit``) were
-        built from."""
-        ids = [int(g.image_id) for g in self._load(split)[:limit]]
+        built from (every image of the split unless ``skip_bad_maps`` leaves some out)."""
+        if split in self.graphs or self.cfg.skip_bad_maps:
+            ids = [int(g.image_id) for g in self._load(split)[:limit]]
+        else:
+            ids = self.source(split)[1][:limit]
         return self.images(split).coco_dict(ids)
+
+    def evaluation_chunks(self, split: str, size: int
+                          ) -> Iterator[tuple[GraphList, Callable[[int], ImageMaps]]]:
+        """The split's graphs in consecutive chunks of ``size``, each with a reader of its
+        images' maps. Cached graphs come with :meth:`maps_reader`; without a cache the
+        graphs are built chunk by chunk from maps decompressed once and kept for the
+        chunk's refinement, then cached (with ``skip_bad_maps``: built first, as before)."""
+        ds, ids = self.source(split)
+        path = cache_path(ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split)
+        if split in self.graphs or self.cfg.skip_bad_maps or path.exists():
+            graphs = self._load(split)
+            for start in range(0, len(graphs), size):
+                yield GraphList(graphs[start:start + size], self.edges), self.maps_reader(split)
+            return
+        built, stream = [], vertex_graphs(ds, ids, self.graph_cfg)
+        while chunk := list(islice(stream, size)):
+            maps = {int(m.image_id): m for _, m in chunk}
+            graphs = pad_tags([g for g, _ in chunk])
+            built += graphs
+            yield GraphList(graphs, self.edges), maps.__getitem__
+        self.graphs[split] = pad_tags(built)
+        atomic_torch_save(pack_graphs(self.graphs[split]), path)
 
     def statistics(self, split: str = "train") -> dict[str, float]:
         """Candidates and pairs per image, label balance and ground-truth coverage (on

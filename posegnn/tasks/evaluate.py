@@ -27,11 +27,12 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
         if cfg.graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
         dm = dm.with_graph(module.graph_cfg)
-    dataset = dm.dataset(cfg.split)
-    metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
+    # graphs and refinement share each image's maps, decompressed once
+    chunks = dm.evaluation_chunks(cfg.split, 16 * dm.cfg.batch_size)
+    metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, None, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
-                                 results_dir=out_dir, progress=cfg.progress,
-                                 maps=dm.maps_reader(cfg.split))
+                                 results_dir=out_dir, progress=cfg.progress, chunks=chunks)
+    dataset = dm.dataset(cfg.split)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))
