@@ -1,31 +1,22 @@
 """Decode people from same-person pair probabilities (the learned grouping's last step).
+Every decoder keeps at most one candidate per joint type in a person.
 
-Both decoders respect one constraint: a person holds at most one candidate per joint type.
+``greedy``: agglomerative clustering; pairs by descending probability, two clusters
+merged when they share no joint type and their linkage (mean, min or max probability
+over their observed cross pairs) exceeds ``threshold``.
 
-``greedy``: agglomerative clustering. Pairs are visited by descending probability; the
-two clusters of a pair are merged when they share no joint type and their linkage (mean,
-min or max of the observed probabilities over all cross pairs) exceeds ``threshold``.
+``local_moves``: correlation clustering on the log-odds ``w = logit(p) - logit(threshold)``
+summed over the pairs inside each person. From the greedy result, the best strictly
+improving move is applied until none is left (Kernighan-Lin style): a candidate to
+another or a new person, into a taken slot (the occupant to a new person, or swapped),
+or two persons with disjoint joint types merged. Never worse than greedy.
 
-``local_moves`` (default): correlation clustering. The objective is the sum, over pairs
-inside one person, of the log-odds ``w = logit(p) - logit(threshold)``; a pair adds
-when it is more likely than ``threshold`` to be together, and costs otherwise. Greedy
-decisions are final, so one early wrong merge (a wrist attached to the wrong arm) blocks
-the right one forever: the joint slot is taken. Starting from the greedy result, the
-decoder applies the best of these moves while it raises the objective (Kernighan-Lin
-style, as in the local search of correlation-clustering / multicut solvers): move one
-candidate to another person or to a new person; move it into a person whose slot of its
-joint type is taken, the occupant going to a new person or swapping into the mover's
-old person; merge two persons with disjoint joint types. Every applied move raises the
-objective strictly, so the result is never worse than greedy and the search ends.
+``parallel_moves`` (default): the same objective and moves from a joint-by-joint start,
+in ``max_rounds`` rounds of parallel, non-conflicting moves on the sparse pairs
+(:mod:`posegnn.grouping.parallel_moves`); its cost follows the scored pairs.
 
-``parallel_moves``: the same objective and moves, searched from a joint-by-joint start in
-``max_rounds`` rounds of parallel, non-conflicting moves on the sparse pairs
-(:mod:`posegnn.grouping.parallel_moves`):
-no loop over pairs, and an [N, N] array only as a lookup table of the pair weights, so its
-cost follows the scored pairs.
-
-Pairs absent from ``pair_index`` carry no evidence by default (log-odds 0, left out of
-the linkage); ``unknown_prob`` gives them a probability instead (dense decoders only).
+Unscored pairs carry no evidence (log-odds 0) unless ``unknown_prob`` gives them a
+probability (dense decoders only).
 """
 
 from __future__ import annotations

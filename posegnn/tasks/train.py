@@ -191,12 +191,14 @@ def fit_scorer_into(module: PosegnnModule, ckpt: str | None, trainer: L.Trainer,
 def final_val_ap(trainer: L.Trainer, module: PosegnnModule) -> dict[str, float]:
     """Validation AP of ``module`` (the best weights) with its fitted person scorer, the
     ranking the test split gets; the per-epoch values, logged before the scorer existed,
-    rank people by heat x probability. Replaces them in ``metrics.json``."""
+    rank people by heat x probability. Replaces them in ``metrics.json`` and the loggers."""
     val_ap = next((c for c in trainer.callbacks if isinstance(c, ValGroupingAP)), None)
     if val_ap is None or not trainer.is_global_zero:
         return {}
     metrics = {k: v for k, v in val_ap.compute(trainer, module).items() if "/gnn/" in k}
     log.info("val gnn AP with the fitted person scorer: %.3f", metrics.get("val/gnn/AP", -1))
+    log_final_metrics(trainer.loggers, metrics, step=trainer.global_step,
+                      epoch=max(trainer.current_epoch - 1, 0))
     return metrics
 
 
