@@ -193,7 +193,7 @@ def final_val_ap(trainer: L.Trainer, module: PosegnnModule) -> dict[str, float]:
     ranking the test split gets; the per-epoch values, logged before the scorer existed,
     rank people by heat x probability. Replaces them in ``metrics.json`` and the loggers."""
     val_ap = next((c for c in trainer.callbacks if isinstance(c, ValGroupingAP)), None)
-    if val_ap is None or not trainer.is_global_zero:
+    if val_ap is None:  # every process computes it alike (and writes metrics.json)
         return {}
     metrics = {k: v for k, v in val_ap.compute(trainer, module).items() if "/gnn/" in k}
     log.info("val gnn AP with the fitted person scorer: %.3f", metrics.get("val/gnn/AP", -1))
