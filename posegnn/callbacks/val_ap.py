@@ -57,8 +57,10 @@ class ValGroupingAP(L.Callback):
         trainer.callback_metrics.update(metrics)  # metrics.json reads them from here
         self._done_epoch = last
 
-    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        dm = trainer.datamodule
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                dm=None) -> dict[str, float]:
+        """The AP metrics of ``pl_module`` on ``dm`` (by default the trainer's)."""
+        dm = dm or trainer.datamodule
         subset = dm.dataset("val", self.max_images)
         gt = dm.ground_truth("val", self.max_images)
         maps = dm.maps_reader("val")

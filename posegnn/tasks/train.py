@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
             module = load_module(best) if best else trainer.lightning_module
         if cfg.model.person_scorer:
             metrics.update(fit_scorer_into(module, best, trainer, dm, cfg))
-            metrics.update(final_val_ap(trainer, module))
+            metrics.update(final_val_ap(trainer, module, dm))
         if testing:
             metrics.update(test(cfg, dm, trainer, module, out_dir))
         elif cfg.test:
@@ -188,14 +188,15 @@ def fit_scorer_into(module: PosegnnModule, ckpt: str | None, trainer: L.Trainer,
     return {f"person_scorer/{k}": v for k, v in fit.items()}
 
 
-def final_val_ap(trainer: L.Trainer, module: PosegnnModule) -> dict[str, float]:
+def final_val_ap(trainer: L.Trainer, module: PosegnnModule,
+                 dm: PoseGraphDataModule) -> dict[str, float]:
     """Validation AP of ``module`` (the best weights) with its fitted person scorer, the
     ranking the test split gets; the per-epoch values, logged before the scorer existed,
     rank people by heat x probability. Replaces them in ``metrics.json`` and the loggers."""
     val_ap = next((c for c in trainer.callbacks if isinstance(c, ValGroupingAP)), None)
     if val_ap is None:  # every process computes it alike (and writes metrics.json)
         return {}
-    metrics = {k: v for k, v in val_ap.compute(trainer, module).items() if "/gnn/" in k}
+    metrics = {k: v for k, v in val_ap.compute(trainer, module, dm).items() if "/gnn/" in k}
     log.info("val gnn AP with the fitted person scorer: %.3f", metrics.get("val/gnn/AP", -1))
     log_final_metrics(trainer.loggers, metrics, step=trainer.global_step,
                       epoch=max(trainer.current_epoch - 1, 0))
