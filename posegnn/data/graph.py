@@ -64,11 +64,12 @@ class EdgeConfig:
 class ImageUnitsConfig:
     """Units read per image from its own candidates (no labels), so that features mean
     the same whatever the detector's tag spread, heat level or map resolution. Each unit
-    is scaled so that the default synthetic detector's images keep about their scale."""
+    is scaled so that the default synthetic detector's images keep about their scale
+    (RESULTS.md: each one ablated on worlds the model was not trained on)."""
 
-    tags: bool = False  # tags in units of the image's within-person tag spread
-    heat: bool = False  # heat in units of the image's typical strongest peak
-    lengths: bool = False  # lengths in units of the image's typical limb, not its long side
+    tags: bool = True  # tags in units of the image's within-person tag spread
+    heat: bool = True  # heat in units of the image's typical strongest peak
+    lengths: bool = True  # lengths in units of the image's typical limb, not its long side
 
 
 @dataclass
@@ -99,11 +100,15 @@ class GraphConfig:
 
 def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
     """Graph settings stored in a checkpoint, with the settings added since filled in as
-    they were before: one without ``edges.tag_distance`` predates it and had none."""
-    if not isinstance(values, Mapping) or not values or "tag_distance" in values.get(
-            "edges", {}):
+    they were before: one without ``edges.tag_distance`` predates it and had none, one
+    without ``units`` measured everything in raw map units."""
+    if not isinstance(values, Mapping) or not values:
         return values
-    return {**values, "edges": {**values.get("edges", {}), "tag_distance": False}}
+    values = dict(values)
+    if "tag_distance" not in values.get("edges", {}):
+        values["edges"] = {**values.get("edges", {}), "tag_distance": False}
+    values.setdefault("units", {"tags": False, "heat": False, "lengths": False})
+    return values
 
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
