@@ -23,7 +23,20 @@ from posegnn.grouping.oracle import OracleGroupingConfig
 from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
 from posegnn.models.network import ModelConfig
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _conf_dir() -> str:
+    """``conf/``: inside the package once installed from a wheel (setup.py puts it
+    there), at the top of the repository in a checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"posegnn's conf/ is neither in {here} (an installed wheel) nor "
+                            f"in {here.parent} (a checkout): reinstall posegnn")
+
+
+CONF_DIR = _conf_dir()
 
 
 @dataclass
