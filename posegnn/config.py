@@ -24,7 +24,6 @@ from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
 from posegnn.models.network import ModelConfig
 
 
-
 def _conf_dir() -> str:
     """``conf/``: inside the package once installed from a wheel (setup.py puts it
     there), at the top of the repository in a checkout or an editable install."""
