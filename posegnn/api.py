@@ -55,7 +55,11 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
 def settings(config_name: str = "train", overrides: Sequence[str] = ()):
     """The composed config as its schema dataclasses (``TrainConfig``, ``EvalConfig``,
     ...), every setting checked: what the command line hands its job."""
-    return OmegaConf.to_object(compose(config_name, overrides))
+    from posegnn.cli.common import select_maps_source
+
+    cfg = compose(config_name, overrides)
+    select_maps_source(cfg, "posegnn.api")
+    return OmegaConf.to_object(cfg)
 
 
 def read_dataset(path: str | Path, **kwargs) -> PoseMapsDataset:

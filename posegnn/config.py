@@ -186,13 +186,12 @@ class PredictConfig(RunConfig):
     ckpt_path: str | None = None  # the gnn model; None: the one shipped for the layout
     input: str | None = None
     out: str | None = None
-    # gnn or ae (``grouping=`` would name the config group of their settings)
-    method: str = "gnn"
-    groupings: GroupingConfig = field(default_factory=GroupingConfig)
+    # the grouping (grouping.run: one of gnn, ae) and its settings, named as in posegnn-eval
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
     batch_size: int = 8
     draw: int = 0  # draw the people of the first N images into <run>/figures/
     images: str | None = None  # draw over these image files (by file_name), not heatmaps
-    draw_min_score: float = 0.0  # leave out people scored below this in the drawings
+    draw_min_score: float = 0.2  # the drawings show people scored at least this
 
 
 @dataclass
@@ -207,6 +206,9 @@ class GenerateConfig(SyntheticConfig):
 def register_schemas() -> None:
     """Register the schemas under ``schema/<name>`` for the primary configs' defaults."""
     cs = ConfigStore.instance()
-    for name, node in (("train", TrainConfig), ("eval", EvalConfig),
-                       ("predict", PredictConfig), ("generate", GenerateConfig)):
+    for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
+
+
+SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig,
+           "generate": GenerateConfig}  # primary config -> its schema

@@ -95,6 +95,23 @@ def outside_fraction(xy, width: float, height: float, margin: float = 0.05) -> f
     return float(((xy < lo) | (xy > hi)).any(axis=1).mean())
 
 
+def off_image_warning(graphs, image, source: str = "") -> str | None:
+    """One line when most candidates of these graphs (``pos`` in image pixels,
+    ``image_id``) fall outside their image (``image(id)`` gives its entry): the maps'
+    affine is wrong, and every grouping's AP with it."""
+    outside = total = 0
+    for g in graphs:
+        info = image(int(g.image_id))
+        pos = np.asarray(g.pos).reshape(-1, 2)
+        outside += round(outside_fraction(pos, info["width"], info["height"]) * len(pos))
+        total += len(pos)
+    if total == 0 or outside <= total / 2:
+        return None
+    return (f"{source + ': ' if source else ''}{outside} of {total} candidates "
+            f"({outside / total:.0%}) fall outside their image: map_to_image is probably "
+            "wrong (HigherHRNet's scale is in units of 200 pixels); run posegnn-check")
+
+
 def affine_problem(affine, heat_shape, width: float, height: float,
                    tolerance: float = 0.05) -> str | None:
     """Why an affine does not put the heatmap [.., Hh, Wh] on a ``width`` x ``height``

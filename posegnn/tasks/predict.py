@@ -11,6 +11,7 @@ import numpy as np
 
 from posegnn.checkpoints import load_module
 from posegnn.config import PredictConfig
+from posegnn.contract import off_image_warning
 from posegnn.data.cache import build_graphs
 from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import DatasetError, PoseMapsDataset
@@ -23,20 +24,27 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
-    """Write the COCO results of ``cfg.method`` for ``cfg.input`` to ``cfg.out``;
-    returns the number of people found. Graph settings come from the checkpoint.
-    ``cfg.draw > 0`` also draws that many images' people into ``<out_dir>/figures/``."""
+    """Write the COCO results of the grouping ``cfg.grouping.run[0]`` (gnn or ae) for
+    ``cfg.input`` to ``cfg.out``; returns the number of people found. gnn takes
+    ``cfg.ckpt_path``, else the model shipped for the layout; graph settings come from the
+    checkpoint. ``cfg.draw > 0`` also draws that many images' people into
+    ``<out_dir>/figures/``."""
+    name = cfg.grouping.run[0]
     ds = PoseMapsDataset(cfg.input, require_annotations=False)
     module = None
-    if cfg.ckpt_path or cfg.method == "gnn":
-        module = load_module(cfg.ckpt_path or shipped_checkpoint(ds.layout.name))
+    if cfg.ckpt_path or name == "gnn":
+        module = load_module(cfg.ckpt_path or shipped_checkpoint(ds.layout.name),
+                             layout=ds.layout.name)
     graph = module.graph_cfg if module is not None else GraphConfig()
     graphs = build_graphs(ds, ds.image_ids, graph, desc="building graphs", progress=cfg.progress)
+    warning = off_image_warning(graphs, ds.image, str(ds.root))
+    if warning:
+        log.warning(warning)
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
-             if cfg.method == "gnn" else None)
-    settings = getattr(cfg.groupings, cfg.method, None)
-    results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress,
+             if name == "gnn" else None)
+    settings = getattr(cfg.grouping, name)
+    results, _ = group_images(name, settings, ds.layout, graphs, probs, cfg.progress,
                               ds.load_maps, scorer=module.scorer if module is not None else None)
     write_json(cfg.out, results)
     if cfg.draw > 0:
