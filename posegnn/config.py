@@ -17,6 +17,7 @@ from omegaconf import MISSING
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
 from posegnn.data.synthetic import SyntheticConfig
+from posegnn.figures import MIN_SCORE
 from posegnn.grouping.ae import AEGroupingConfig
 from posegnn.grouping.gnn import GNNGroupingConfig
 from posegnn.grouping.oracle import OracleGroupingConfig
@@ -191,7 +192,7 @@ class PredictConfig(RunConfig):
     batch_size: int = 8
     draw: int = 0  # draw the people of the first N images into <run>/figures/
     images: str | None = None  # draw over these image files (by file_name), not heatmaps
-    draw_min_score: float = 0.2  # the drawings show people scored at least this
+    draw_min_score: float = MIN_SCORE  # the drawings show people scored at least this
 
 
 @dataclass

@@ -125,7 +125,7 @@ def test_predict_draws_people_over_heatmaps_and_over_images(small_dataset, tmp_p
             pixels = np.full((info["height"], info["width"], 3), 40 * image_id, np.uint8)
             Image.fromarray(pixels).save(images / f"{image_id}.png")
     for extra, where in (([], "heat"), ([f"images={images}"], "img")):
-        cfg = api.settings("predict", ["method=ae", f"input={tmp_path / 'mine'}",
+        cfg = api.settings("predict", ["grouping.run=[ae]", f"input={tmp_path / 'mine'}",
                                       f"out={tmp_path / where / 'results.json'}", "draw=2",
                                       "progress=false", *extra])
         assert predict(cfg, tmp_path / where) > 0
