@@ -93,3 +93,10 @@ def test_mmpose_batch_decode_contract(small_dataset):
         assert np.allclose(instance_scores[i], own.scores, atol=1e-6)
     with pytest.raises(ValueError, match=r"\[B, L \* K, H, W\]"):
         decoder.batch_decode(heat, torch.from_numpy(tags[:, :, :4]))
+
+
+def test_the_dump_script_needs_a_higherhrnet_checkout(tmp_path):
+    from posegnn.integrations.higherhrnet_dump import main
+
+    with pytest.raises(SystemExit, match="is not HigherHRNet's lib/"):
+        main(["--higherhrnet", str(tmp_path), "--cfg", "x.yaml", "--out", str(tmp_path)])
