@@ -193,7 +193,10 @@ def launch(config_name: str, job: Callable) -> None:
     argv = sys.argv[1:]
     prog = PROGS[config_name]
     if any(a in HELP_FLAGS for a in argv):
-        print(help_text(config_name))
+        try:
+            print(help_text(config_name))
+        except BrokenPipeError:  # posegnn-eval --help | head
+            pass
         return
     problem = check_overrides(config_name, argv)
     if problem:
