@@ -146,3 +146,18 @@ def test_a_folder_that_is_no_dataset_says_what_to_do(tmp_path, capsys, make, wha
     assert main([str(tmp_path / "d")]) == 1
     out = capsys.readouterr().out
     assert what in out and "fix: " in out and fix in out
+
+
+def test_eval_warns_in_one_line_when_most_candidates_fall_off_their_image():
+    from types import SimpleNamespace
+
+    from posegnn.contract import off_image_warning
+
+    images = {1: {"width": 100, "height": 100}, 2: {"width": 100, "height": 100}}
+    inside = SimpleNamespace(image_id=1, pos=np.array([[10.0, 10.0], [50.0, 90.0]]))
+    outside = SimpleNamespace(image_id=2, pos=np.array([[2000.0, 10.0], [50.0, -900.0],
+                                                        [400.0, 400.0]]))
+    assert off_image_warning([inside], images.get) is None
+    warning = off_image_warning([inside, outside], images.get, "DIR")
+    assert warning.startswith("DIR: 3 of 5 candidates (60%) fall outside their image")
+    assert "\n" not in warning and "200 pixels" in warning
