@@ -17,6 +17,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from posegnn.choices import one_of
+from posegnn.contract import keypoint_similarity
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
 from posegnn.data.maps import ImageMaps
 from posegnn.layouts import Layout
@@ -293,8 +294,7 @@ def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.n
         return np.full(len(joint), -1, dtype=np.int64)
     target = gt[:, joint, :]  # [P, N, 3]
     d2 = ((target[..., :2] - pos[None]) ** 2).sum(-1)
-    var = (2 * sigmas[joint]) ** 2
-    ks = np.exp(-d2 / (2 * var[None] * (areas[:, None] + np.spacing(1))))
+    ks = keypoint_similarity(d2, sigmas[joint][None], areas[:, None])
     ks[target[..., 2] <= 0] = 0.0
     best = ks.argmax(axis=0)
     return np.where(ks.max(axis=0) > threshold, best, -1).astype(np.int64)
