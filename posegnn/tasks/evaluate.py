@@ -7,6 +7,7 @@ from pathlib import Path
 
 from posegnn.checkpoints import load_module
 from posegnn.config import EvalConfig
+from posegnn.contract import off_image_warning
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
@@ -23,7 +24,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress, splits=(cfg.split,))
     module = None
     if cfg.ckpt_path or "gnn" in groupings.run:
-        module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name))
+        module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name),
+                             layout=dm.layout.name)
         if cfg.graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
         dm = dm.with_graph(module.graph_cfg)
@@ -32,7 +34,10 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, None, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
                                  results_dir=out_dir, progress=cfg.progress, chunks=chunks)
-    dataset = dm.dataset(cfg.split)
+    dataset, source = dm.dataset(cfg.split), dm.images(cfg.split)
+    warning = off_image_warning(dataset.graphs, source.image, str(source.root))
+    if warning:
+        log.warning(warning)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))
