@@ -217,8 +217,16 @@ def joint_by_joint(joint, src, dst, w, order, tol):
     for p in range(len(order)):
         visit[order[p]] = p
     key = visit[joint[src]] * places + visit[joint[dst]]
-    e = np.argsort(key, kind="mergesort")
-    src, dst, w, key = src[e], dst[e], w[e], key[e]
+    start = np.zeros(places * places + 1, np.int64)  # a stable counting sort by key
+    for x in key:
+        start[x + 1] += 1
+    start = np.cumsum(start)
+    at = start.copy()
+    e = np.empty(len(key), np.int64)
+    for x in range(len(key)):
+        e[at[key[x]]] = x
+        at[key[x]] += 1
+    src, dst, w = src[e], dst[e], w[e]
     counts = np.zeros(k, np.int64)
     local = np.empty(n, np.int64)
     for v in range(n):
@@ -232,8 +240,7 @@ def joint_by_joint(joint, src, dst, w, order, tol):
             continue
         idx = np.flatnonzero(joint == t)
         m = len(idx)
-        lo = np.searchsorted(key, place * places)
-        stop = np.searchsorted(key, place * places + place)
+        lo, stop = start[place * places], start[place * places + place]
         who = np.arange(people, people + m)
         count = m
         if people and (stop > lo or tol < 0):
