@@ -384,3 +384,89 @@ def parallel_moves(num_nodes, joint, src, dst, w, order, rounds, tol):
         if not moved:
             break
     return compact(labels)
+
+
+# --- candidate pairs and the person scorer's pair statistics -----------------------------
+
+@njit(cache=True)
+def partner_pairs(cost, joint, num_joints, partners):
+    """Unordered pairs [2, M] (i < j, sorted) joining each candidate to its ``partners``
+    cheapest candidates of every other joint type by ``cost`` [N, N] (of equal costs the
+    first; infinite costs never), as :func:`posegnn.data.graph.partner_pairs` picks them."""
+    n = len(joint)
+    counts = np.zeros(num_joints + 1, np.int64)
+    for v in range(n):
+        counts[joint[v] + 1] += 1
+    start = np.cumsum(counts)
+    by_type = np.empty(n, np.int64)
+    at = start.copy()
+    for v in range(n):
+        by_type[at[joint[v]]] = v
+        at[joint[v]] += 1
+    chosen = np.zeros((n, n), np.bool_)
+    taken = np.zeros(n, np.bool_)
+    for v in range(n):
+        for t in range(num_joints):
+            if t == joint[v]:
+                continue
+            for _ in range(partners):
+                best, pick = np.inf, -1
+                for x in range(start[t], start[t + 1]):
+                    u = by_type[x]
+                    if not taken[u] and cost[v, u] < best:
+                        best, pick = cost[v, u], u
+                if pick < 0:
+                    break
+                taken[pick] = True
+                chosen[v, pick] = True
+                chosen[pick, v] = True
+            for x in range(start[t], start[t + 1]):
+                taken[by_type[x]] = False
+    m = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            m += chosen[i, j]
+    out = np.empty((2, m), np.int64)
+    m = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if chosen[i, j]:
+                out[0, m], out[1, m] = i, j
+                m += 1
+    return out
+
+
+@njit(cache=True)
+def pair_statistics(assignment, i, j, prob, num_people):
+    """Per person [P]: mean and least probability of its internal pairs (1 and 1 without
+    any), largest and mean probability of its pairs to candidates outside it (0 without
+    any), summed in the order of :func:`posegnn.grouping.person_features.person_features`."""
+    n_in = np.zeros(num_people, np.int64)
+    sum_in = np.zeros(num_people)
+    min_in = np.ones(num_people)
+    n_out = np.zeros(num_people, np.int64)
+    sum_out = np.zeros(num_people)
+    max_out = np.zeros(num_people)
+    for e in range(len(i)):
+        a, b = assignment[i[e]], assignment[j[e]]
+        if a == b and a >= 0:
+            n_in[a] += 1
+            sum_in[a] += prob[e]
+            min_in[a] = min(min_in[a], prob[e])
+        elif a != b and a >= 0:
+            n_out[a] += 1
+            sum_out[a] += prob[e]
+            max_out[a] = max(max_out[a], prob[e])
+    for e in range(len(i)):  # the other side of each pair across, after every first side
+        a, b = assignment[i[e]], assignment[j[e]]
+        if a != b and b >= 0:
+            n_out[b] += 1
+            sum_out[b] += prob[e]
+            max_out[b] = max(max_out[b], prob[e])
+    mean_in = np.ones(num_people)
+    mean_out = np.zeros(num_people)
+    for q in range(num_people):
+        if n_in[q] > 0:
+            mean_in[q] = sum_in[q] / n_in[q]
+        mean_out[q] = sum_out[q] / max(n_out[q], 1)
+    return mean_in, min_in, max_out, mean_out
