@@ -90,7 +90,7 @@ def refine_argmax(heat, tags, rlo, rhi, rfrac, clo, chi, cfrac, means, need, blo
                 # a margin for the float32 rounding of the sampled tags and distances
                 least = np.float32(np.rint(max(np.sqrt(s) - 1e-3, 0.0)))
                 ub[b] = bmax[b] - least
-            order = np.argsort(-ub)
+            order = np.argsort(-ub, kind="mergesort")
             best = np.float32(-INF)
             best_idx = -1
             for t in range(nb):
@@ -98,11 +98,14 @@ def refine_argmax(heat, tags, rlo, rhi, rfrac, clo, chi, cfrac, means, need, blo
                 if ub[b] < best:
                     break
                 br, bc = b // nbc, b % nbc
+                if ub[b] == best and br * block * w + bc * block > best_idx:
+                    continue  # at most a tie, and later than the best pixel
                 for r in range(br * block, min(br * block + block, h)):
                     ra, rb, fr = rlo[r], rhi[r], rfrac[r]
                     for c in range(bc * block, min(bc * block + block, w)):
                         v = hj[r, c]
-                        if v < best:  # the rounded distance is never negative
+                        # the rounded distance is never negative: the gain is at most v
+                        if v < best or (v == best and r * w + c > best_idx):
                             continue
                         ca, cb, fc = clo[c], chi[c], cfrac[c]
                         s32 = np.float32(0.0)
