@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,9 +132,9 @@ def main() -> None:
             for image_id in ds.image_ids:
                 maps = ds.load_maps(image_id)
                 det, tag = torch.from_numpy(maps.heatmaps)[None], full_resolution_tags(maps)
-                hh = lambda det=det, tag=tag: parser.parse(det, tag, adjust=True, refine=True)
-                for name, fn in (("higherhrnet", hh), ("ae", lambda m=maps: posegnn_ae(m)),
-                                 ("gnn", lambda m=maps: posegnn_gnn(m))):
+                hh = partial(parser.parse, det, tag, adjust=True, refine=True)
+                for name, fn in (("higherhrnet", hh), ("ae", partial(posegnn_ae, maps)),
+                                 ("gnn", partial(posegnn_gnn, maps))):
                     fn()  # warm: the first call loads the compiled kernels
                     t[name].append(median_ms(fn, args.repeat))
                     out = fn()
