@@ -155,3 +155,15 @@ def test_refine_search_matches_the_numpy_search_with_vector_tags() -> None:
     means[4] = np.nan  # a person without a mean tag is left as it is
     np.testing.assert_array_equal(missing_pixels(present, means, maps),
                                   missing_pixels(present, means, maps, reference=True))
+
+
+def test_without_numba_posegnn_says_so_in_one_line(monkeypatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "posegnn.kernels")
+    with pytest.raises(ImportError) as err:
+        importlib.import_module("posegnn.kernels")
+    message = str(err.value)
+    assert message.startswith("posegnn needs numba") and "\n" not in message
