@@ -7,8 +7,9 @@ optionally, an older one, in one run on one machine.
 
 Each code runs the same command in its own process (one torch thread, a fresh graph
 cache, so graphs are built): ``posegnn-eval data=maps data.test=DIR``. Reported: the
-command's wall time, images per second over it, and the seconds per image of each
-grouping that ``metrics.json`` records. The numba cache is warmed by a first tiny run of
+command's wall time, its CPU time (user + system, steadier than the wall time when other
+jobs share the cores), images per CPU second, and the seconds per image of each grouping
+that ``metrics.json`` records. The numba cache is warmed by a first tiny run of
 each code, so compiling is not counted (``bench_compile.py`` measures it).
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,18 +29,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 
 
-def run_eval(src: Path, data: Path, out: Path, env: dict) -> tuple[float, dict]:
-    """Wall seconds and metrics of one ``posegnn-eval`` run of the code under ``src``."""
+def run_eval(src: Path, data: Path, out: Path, env: dict) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds (user + system) and metrics of one ``posegnn-eval`` run
+    of the code under ``src``."""
     cmd = [sys.executable, "-m", "posegnn.cli.evaluate", "data=maps", f"data.test={data}",
            f"paths.output_dir={out}", f"paths.cache_dir={out / 'cache'}", "progress=false"]
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, env={**env, "PYTHONPATH": str(src)}, capture_output=True,
                           text=True, check=False, cwd=out.parent)
-    wall = time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode:
         raise SystemExit(f"posegnn-eval ({src}) failed:\n{done.stderr[-3000:]}")
     metrics = json.loads(next(out.rglob("metrics.json")).read_text())
-    return wall, metrics
+    return wall, cpu, metrics
 
 
 def main() -> None:
@@ -45,6 +50,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--crowd", default="mixed")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each code, in turn; each figure is the median")
     ap.add_argument("--baseline-src", type=Path, default=None,
                     help="a checkout of the old code (git archive <commit> | tar -x -C DIR)")
     args = ap.parse_args()
@@ -61,17 +68,23 @@ def main() -> None:
                                 progress=False)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
                "NUMBA_CACHE_DIR": str(tmp / "numba")}
-        rows = []
         for label, src in codes:
             run_eval(src, tiny, tmp / f"warm_{label}", env)  # compiles, once
-            wall, metrics = run_eval(src, data, tmp / f"run_{label}", env)
-            rows.append((label, wall, metrics))
-    print(f"{args.images} {args.crowd} images\n")
-    print("| code | wall s | images / s | gnn s/img | ae s/img | oracle s/img | gnn AP | ae AP |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, wall, m in rows:
-        cells = [m.get(f"test/{g}/sec_per_image", float("nan")) for g in ("gnn", "ae", "oracle")]
-        print(f"| {label} | {wall:.1f} | {args.images / wall:.1f} | "
+        runs = {label: [] for label, _ in codes}
+        for r in range(args.rounds):  # in turn, so both codes see the same load
+            for label, src in codes:
+                runs[label].append(run_eval(src, data, tmp / f"run_{label}_{r}", env))
+    print(f"{args.images} {args.crowd} images; median of {args.rounds} run(s) each\n")
+    print("| code | wall s | CPU s | images / CPU s | gnn s/img | ae s/img | oracle s/img "
+          "| gnn AP | ae AP |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, done in runs.items():
+        wall = statistics.median(w for w, _, _ in done)
+        cpu = statistics.median(c for _, c, _ in done)
+        m = done[0][2]
+        cells = [statistics.median(d[2].get(f"test/{g}/sec_per_image", float("nan"))
+                                   for d in done) for g in ("gnn", "ae", "oracle")]
+        print(f"| {label} | {wall:.1f} | {cpu:.1f} | {args.images / cpu:.2f} | "
               + " | ".join(f"{c * 1000:.1f} ms" for c in cells)
               + f" | {m.get('test/gnn/AP', float('nan')):.4f} | "
               f"{m.get('test/ae/AP', float('nan')):.4f} |")
