@@ -26,6 +26,34 @@ INF = np.inf
 
 # --- refine: the best pixel of each person's missing joints -----------------------------
 
+@njit(cache=True, fastmath=True)  # only maxima and minima: exact on finite maps
+def block_bounds(hj, tj, rlo, rhi, clo, chi, block, bmax, tmin, tmax):
+    """Into ``bmax`` [B], ``tmin`` and ``tmax`` [B, D]: per block of ``block`` x ``block``
+    heatmap pixels, its hottest pixel and the least and largest value, per dimension, of
+    the tag cells its pixels are sampled from (bilinear values lie between them)."""
+    h, w = hj.shape
+    d = tj.shape[2]
+    nbc = (w + block - 1) // block
+    for br in range((h + block - 1) // block):
+        r0, r1 = br * block, min(br * block + block, h)
+        for bc in range(nbc):
+            c0, c1 = bc * block, min(bc * block + block, w)
+            m = np.float32(-INF)
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    m = max(m, hj[r, c])
+            b = br * nbc + bc
+            bmax[b] = m
+            for dd in range(d):
+                lo, hi = np.float32(INF), np.float32(-INF)
+                for tr in range(rlo[r0], rhi[r1 - 1] + 1):
+                    for tc in range(clo[c0], chi[c1 - 1] + 1):
+                        lo = min(lo, tj[tr, tc, dd])
+                        hi = max(hi, tj[tr, tc, dd])
+                tmin[b, dd] = lo
+                tmax[b, dd] = hi
+
+
 @njit(cache=True)
 def refine_argmax(heat, tags, rlo, rhi, rfrac, clo, chi, cfrac, means, need, block):
     """Flat index [P, K] of the first pixel maximizing ``heat - rint(|tag - mean|)`` over
@@ -58,26 +86,7 @@ def refine_argmax(heat, tags, rlo, rhi, rfrac, clo, chi, cfrac, means, need, blo
             continue
         hj = heat[j]
         tj = tags[j]
-        for br in range(nbr):
-            r0, r1 = br * block, min(br * block + block, h)
-            for bc in range(nbc):
-                c0, c1 = bc * block, min(bc * block + block, w)
-                b = br * nbc + bc
-                m = -INF
-                for r in range(r0, r1):
-                    for c in range(c0, c1):
-                        if hj[r, c] > m:
-                            m = hj[r, c]
-                bmax[b] = m
-                for dd in range(d):  # bilinear values lie between their cells' values
-                    lo, hi = INF, -INF
-                    for tr in range(rlo[r0], rhi[r1 - 1] + 1):
-                        for tc in range(clo[c0], chi[c1 - 1] + 1):
-                            t = tj[tr, tc, dd]
-                            lo = min(lo, t)
-                            hi = max(hi, t)
-                    tmin[b, dd] = lo
-                    tmax[b, dd] = hi
+        block_bounds(hj, tj, rlo, rhi, clo, chi, block, bmax, tmin, tmax)
         for q in range(p_count):
             if not need[q, j]:
                 continue
