@@ -19,8 +19,10 @@ person). Then each round computes, from the current clusters, every improving mo
 A move changes at most two existing clusters, and its gain depends on nothing else, so
 moves touching disjoint clusters add up. Each round applies every move that ranks first
 (by gain) among the moves touching each of its clusters, then starts again; every round
-raises the objective strictly, so the search ends. Work per round is a few array
-operations on [N, C] (candidates x clusters), with no loop over pairs or candidates.
+raises the objective strictly, so the search ends. The numpy form here does each round
+in a few array operations on [N, C] (candidates x clusters); what runs by default is its
+compiled form (:func:`posegnn.kernels.parallel_moves`), the same steps as loops, with the
+same labels (tests/test_kernels.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ filled point need not be a detected peak and may be another person's keypoint, a
 HigherHRNet. Person scores are left as they were: HigherHRNet scores people before it
 refines them.
 
+The search is compiled (:func:`posegnn.kernels.refine_argmax`); the numpy search below
+(:func:`best_pixels`) is its reference, and both pick the same pixels.
+
 Positions follow the dataset contract: heatmap pixel (u, v) is image point
 ``map_to_image @ [u, v, 1]`` (HigherHRNet's extra half pixel is its own convention).
 """
