@@ -101,12 +101,17 @@ class GraphConfig:
 
 
 def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
-    """Graph settings stored in a checkpoint, with the settings added since filled in as
-    they were before: one without ``edges.tag_distance`` predates it and had none, one
-    without ``units`` measured everything in raw map units."""
+    """Graph settings stored in a checkpoint, in today's names (``candidates.refine`` is
+    ``candidates.subpixel``), with the settings added since filled in as they were
+    before: one without ``edges.tag_distance`` predates it and had none, one without
+    ``units`` measured everything in raw map units."""
     if not isinstance(values, Mapping) or not values:
         return values
     values = dict(values)
+    cands = dict(values.get("candidates", {}))
+    if "refine" in cands:
+        cands["subpixel"] = cands.pop("refine")
+        values["candidates"] = cands
     if "tag_distance" not in values.get("edges", {}):
         values["edges"] = {**values.get("edges", {}), "tag_distance": False}
     values.setdefault("units", {"tags": False, "heat": False, "lengths": False})

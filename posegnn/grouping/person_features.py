@@ -7,12 +7,6 @@ import numpy as np
 from posegnn import kernels
 from posegnn.types import People
 
-SUMMARY_FEATURES = 7  # share of joints, heat x prob, pair statistics (4), log size
-
-
-def feature_width(num_joints: int) -> int:
-    return 4 * num_joints + SUMMARY_FEATURES
-
 
 def person_features(people: People, pair_index: np.ndarray, prob: np.ndarray,
                     reference: bool = False) -> np.ndarray:
