@@ -26,10 +26,11 @@ class BottomUpNet(nn.Module):
     """Image [B, C, S, S] -> (heatmaps [B, K, S/2, S/2], tags [B, K, S/2, S/2])."""
 
     def __init__(self, num_joints: int, in_channels: int = 3, width: int = 16,
-                 depth: int = 3) -> None:
+                 depth: int = 3, input_size: int = 128) -> None:
         super().__init__()
         self.num_joints, self.in_channels, self.width, self.depth = (
             num_joints, in_channels, width, depth)
+        self.input_size = input_size  # what it was trained at (any size multiple of 16 runs)
         widths = [width * (i + 1) for i in range(depth + 1)]
         self.stem = conv_block(in_channels, widths[0], stride=2)
         self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1], stride=2)
@@ -57,4 +58,4 @@ class BottomUpNet(nn.Module):
     def settings(self) -> dict[str, int]:
         """The constructor's arguments, stored beside the weights."""
         return {"num_joints": self.num_joints, "in_channels": self.in_channels,
-                "width": self.width, "depth": self.depth}
+                "width": self.width, "depth": self.depth, "input_size": self.input_size}

@@ -41,14 +41,14 @@ class DetectorConfig:
     real_share: float = 0.5  # share of training images from ``poses``, when given
     num_scenes: int = 1500  # synthetic scenes in the training pool
     crowd: str = "mixed"
-    steps: int = 2500
-    batch_size: int = 16
+    steps: int = 2000
+    batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
     heat_sigma: float = 1.25  # Gaussian target std, output pixels
     tag_weight: float = 1e-3  # HigherHRNet's pull and push loss factors
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # one thread: on a shared CPU more spin and lose time
 
 
 def held_out_ids(poses: PoseFile, count: int, split_seed: int) -> set[int]:
@@ -166,7 +166,8 @@ def train_detector(cfg: DetectorConfig, out: str | Path | None = None,
     start = time.perf_counter()
     scenes = training_scenes(cfg, layout)
     log.info("%d training scenes in %.0f s", len(scenes), time.perf_counter() - start)
-    net = BottomUpNet(layout.num_joints, width=cfg.width, depth=cfg.depth)
+    net = BottomUpNet(layout.num_joints, width=cfg.width, depth=cfg.depth,
+                      input_size=cfg.input_size)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(cfg.steps, 1),
                                                 pct_start=0.05)
@@ -184,7 +185,7 @@ def train_detector(cfg: DetectorConfig, out: str | Path | None = None,
         loss.backward()
         opt.step()
         sched.step()
-        stats = {"heat_loss": float(heat_loss), "pull": float(pull), "push": float(push)}
+        stats = {"heat_loss": heat_loss.item(), "pull": pull.item(), "push": push.item()}
         if log_every and (step % log_every == 0 or step == cfg.steps - 1):
             log.info("step %d/%d  heat %.5f  pull %.4f  push %.4f  (%.0f s)", step + 1,
                      cfg.steps, stats["heat_loss"], stats["pull"], stats["push"],
