@@ -1,7 +1,10 @@
 """A small bottom-up network: a stride-2 stem, a U-Net body, heatmap and tag heads.
 
 It outputs, at half the input resolution, K heatmaps and K one-dimensional tag maps, as
-HigherHRNet's associative-embedding head does.
+HigherHRNet's associative-embedding head does. Two coordinate channels (CoordConv) join
+the image at the input: with them, tags that differ between people at different places
+are easy to start from, and training does not sit at all tags equal, where the push
+loss has no gradient.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class BottomUpNet(nn.Module):
             num_joints, in_channels, width, depth)
         self.input_size = input_size  # what it was trained at (any size multiple of 16 runs)
         widths = [width * (i + 1) for i in range(depth + 1)]
-        self.stem = conv_block(in_channels, widths[0], stride=2)
+        self.stem = conv_block(in_channels + 2, widths[0], stride=2)
         self.down = nn.ModuleList(conv_block(widths[i], widths[i + 1], stride=2)
                                   for i in range(depth))
         # one convolution per level on the way up; a 1x1 fusion at the output level,
@@ -42,7 +45,10 @@ class BottomUpNet(nn.Module):
         self.head = nn.Conv2d(widths[0], 2 * num_joints, 1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.stem(image)
+        b, _, h, w = image.shape
+        ys = torch.linspace(-1.0, 1.0, h, dtype=image.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1.0, 1.0, w, dtype=image.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        x = self.stem(torch.cat([image, xs, ys], dim=1))
         skips = [x]
         for block in self.down:
             x = block(x)

@@ -23,8 +23,8 @@ from posegnn.layouts import Layout, get_layout
 from posegnn.writer import PoseMapsWriter, affine_from_center_scale
 
 from .network import BottomUpNet
-from .render import letterbox_geometry, render_scene
-from .train import held_out_ids, load_detector
+from .render import InputGeometry, letterbox_geometry, render_scene
+from .train import load_detector
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SCENE_STREAM, RENDER_STREAM = 12, 13  # apart from the streams the detector trained on
@@ -96,8 +96,6 @@ def scenes(cfg: WriteConfig, layout: Layout) -> Iterator[Scene]:
     if cfg.images == "test" and cfg.num_images > cfg.holdout:
         raise ValueError(f"num_images={cfg.num_images} test images of {cfg.poses} exceed the "
                          f"{cfg.holdout} held out from the detector's training (holdout)")
-    assert not (cfg.images == "train" and set(chosen) & held_out_ids(poses, cfg.holdout,
-                                                                     cfg.split_seed))
     for i in sorted(chosen):
         yield poses.scene(i)
 
@@ -139,6 +137,14 @@ def write_dataset(cfg: WriteConfig, progress: bool = True) -> Path:
     return out
 
 
+def map_affine(geom: InputGeometry, map_size: tuple[int, int]) -> np.ndarray:
+    """``map_to_image`` of maps of ``map_size`` (W, H) over the network input ``geom``:
+    the input region's centre and side, with the half pixel of HigherHRNet's decoder (a
+    map pixel u is the point u + 0.5 of its grid, as the training targets place it)."""
+    return affine_from_center_scale(geom.center, (geom.side, geom.side), map_size,
+                                    half_pixel=True)
+
+
 def _write_batch(writer: PoseMapsWriter, batch: list, net: BottomUpNet, layout: Layout,
                  upsample: bool) -> None:
     if not batch:
@@ -147,8 +153,6 @@ def _write_batch(writer: PoseMapsWriter, batch: list, net: BottomUpNet, layout: 
     heat, tags = flip_test(net, images, layout, upsample)
     for (scene, geom, _), h, t in zip(batch, heat, tags, strict=True):
         img = scene.image
-        affine = affine_from_center_scale(geom.center, (geom.side, geom.side),
-                                          h.shape[:0:-1], half_pixel=True)
         writer.add(img["id"], h, t, img["width"], img["height"], file_name=img["file_name"],
-                   map_to_image=affine, crowd_index=img.get("crowd_index"),
+                   map_to_image=map_affine(geom, h.shape[:0:-1]), crowd_index=img.get("crowd_index"),
                    people=scene.annotations)
