@@ -47,6 +47,9 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     heat_sigma: float = 1.25  # Gaussian target std, output pixels
     tag_weight: float = 1e-3  # HigherHRNet's pull and push loss factors
+    # share of the steps over which the pull loss's weight rises from 0 to tag_weight:
+    # pulled from the start, all tags shrink to one value, where push has no gradient
+    pull_warmup: float = 0.0
     seed: int = 0
     threads: int = 1  # one thread: on a shared CPU more spin and lose time
 
@@ -180,7 +183,8 @@ def train_detector(cfg: DetectorConfig, out: str | Path | None = None,
         heat, tags = net(images)
         heat_loss = ((heat - heat_t) ** 2).mean()
         pull, push = ae_loss(tags, joints)
-        loss = heat_loss + cfg.tag_weight * (pull + push)
+        ramp = min(1.0, step / (cfg.pull_warmup * cfg.steps)) if cfg.pull_warmup > 0 else 1.0
+        loss = heat_loss + cfg.tag_weight * (ramp * pull + push)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
