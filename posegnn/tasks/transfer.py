@@ -16,7 +16,6 @@ from pathlib import Path
 
 from posegnn.choices import SettingError, one_of
 from posegnn.config import EvalConfig, TrainConfig
-from posegnn.data.datamodule import DataConfig
 from posegnn.io import write_json, write_metrics
 from posegnn.tasks.worlds import WorldConfig, mixed_dataset, world_split
 

@@ -154,5 +154,5 @@ def _write_batch(writer: PoseMapsWriter, batch: list, net: BottomUpNet, layout: 
     for (scene, geom, _), h, t in zip(batch, heat, tags, strict=True):
         img = scene.image
         writer.add(img["id"], h, t, img["width"], img["height"], file_name=img["file_name"],
-                   map_to_image=map_affine(geom, h.shape[:0:-1]), crowd_index=img.get("crowd_index"),
-                   people=scene.annotations)
+                   map_to_image=map_affine(geom, h.shape[:0:-1]),
+                   crowd_index=img.get("crowd_index"), people=scene.annotations)
