@@ -146,7 +146,8 @@ class TrainConfig(RunConfig):
     ckpt_path: str | None = None  # resume training from this checkpoint (e.g. last.ckpt)
     # resume even when data or graph settings differ from the checkpoint's
     resume_allow_changes: bool = False
-    finetune_from: str | None = None  # start from these weights with a new optimizer
+    # start from these weights with a new optimizer ("shipped": the layout's shipped model)
+    finetune_from: str | None = None
     test: bool = True
     # what a sweeper (hparams_search) optimizes, from this run's metrics.json; a sweep
     # whose runs lack it fails, naming the metrics they have
