@@ -50,6 +50,9 @@ class TransferConfig(TrainConfig):
                                    f"{', '.join(sorted(self.worlds))})")
         if not self.use:
             raise SettingError("use=[...] names no world")
+        if set(self.train_on) - set(self.use):
+            raise SettingError(f"train_on={self.train_on}: every row must be a world of "
+                               f"use={self.use}")
 
 
 @dataclass
