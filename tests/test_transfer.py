@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posegnn.config import CONF_DIR
 from posegnn.data.maps import PoseMapsDataset
 from posegnn.data.synthetic import SyntheticConfig, generate_dataset
 from posegnn.tasks.transfer import gap_closed
@@ -118,3 +119,16 @@ def test_real_pose_worlds_share_test_images_that_never_trained(dev_poses, tmp_pa
     assert not set(test.image_ids) & set(train.image_ids)
     # written once: the same settings find the same folder
     assert world_split("real", world, "test", tmp_path) == test.root
+
+
+@pytest.mark.parametrize("path", sorted((Path(CONF_DIR) / "world").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_a_world_file_repeats_no_schema_default(path):
+    from omegaconf import OmegaConf
+
+    from tests.test_defaults_once import _leaves
+
+    base = OmegaConf.structured(WorldConfig)
+    repeats = [f"{k}: {v}" for k, v in _leaves(OmegaConf.load(path))
+               if OmegaConf.select(base, k, default=object()) == v]
+    assert not repeats, f"{path} repeats WorldConfig's defaults: {repeats}"
