@@ -20,7 +20,8 @@ from posegnn.data.synthetic import Scene
 from posegnn.layouts import Layout
 
 CHANNELS = 3
-THICKNESS = 0.75  # capsule radii, as a share of the body regions' radii
+THICKNESS = 0.55  # capsule radii, as a share of the body regions' radii
+JOINT_MARK = 0.5  # joints show as darker spots of this share of their limb's radius
 HEAD = 0.06  # head radius, share of body height
 
 
@@ -116,6 +117,10 @@ def render_scene(scene: Scene, layout: Layout, geom: InputGeometry,
             for c in order:
                 if reg.valid[i, c]:
                     _paint_capsule(img, a[c], b[c], float(r[c]), limb_colour[c])
+            ends = geom.to_input(scene.joints[i])
+            for j in np.flatnonzero(scene.labels[i] > 0):  # where limbs bend
+                _paint_capsule(img, ends[j], ends[j], JOINT_MARK * float(r.min()),
+                               0.6 * colour[i])
             if face is not None and scene.labels[i, face] > 0:
                 at = geom.to_input(scene.joints[i, face])
                 head_r = max(HEAD * scene.height[i] * geom.scale, 0.8)
