@@ -50,9 +50,10 @@ class DetectorConfig:
     # the few steps a CPU affords, not after the background (0: HigherHRNet's plain MSE)
     heat_foreground: float = 10.0
     init: str | None = None  # start from these detector weights
-    # the pull and push loss factor: 10x HigherHRNet's 1e-3, whose tags, in the steps a
-    # CPU affords, stay all equal, where push has no gradient
-    tag_weight: float = 1e-2
+    # the pull and push loss factor: 50x HigherHRNet's 1e-3 (beside a heatmap loss the
+    # foreground weights make about 5x larger), at which tags, in the steps a CPU
+    # affords, stay all equal, where push has no gradient
+    tag_weight: float = 5e-2
     seed: int = 0
     threads: int = 1  # one thread: on a shared CPU more spin and lose time
 
