@@ -265,3 +265,33 @@ def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> No
                                  module=module, batch_size=2)
     assert metrics["test/gnn/sec_per_image"] >= 0.05
     assert metrics["test/ae/sec_per_image"] < 0.05
+
+
+def test_an_evaluation_decompresses_each_maps_file_once(small_dataset, tmp_path, monkeypatch):
+    """posegnn-eval on a split without cached graphs builds them from the same maps its
+    refinement reads, and caches them: each npz is decompressed once, cold or warm, and
+    both runs give the same metrics (small chunks: the split spans several)."""
+    from posegnn.config import EvalConfig
+    from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
+    from posegnn.data.maps import PoseMapsDataset
+    from posegnn.tasks.evaluate import evaluate
+
+    reads: list[int] = []
+    real = PoseMapsDataset.load_maps
+    monkeypatch.setattr(PoseMapsDataset, "load_maps",
+                        lambda self, i: reads.append(int(i)) or real(self, i))
+    monkeypatch.setattr(PoseGraphDataModule, "evaluation_chunks",
+                        lambda self, split, size, real=PoseGraphDataModule.evaluation_chunks:
+                        real(self, split, 3))
+    cfg = EvalConfig(data=DataConfig(kind="maps", test=str(small_dataset),
+                                     cache_dir=str(tmp_path / "cache")), progress=False)
+    ids = sorted(PoseMapsDataset(small_dataset).image_ids)
+    runs = []
+    for name in ("cold", "warm"):
+        reads.clear()
+        runs.append(evaluate(cfg, tmp_path / name))
+        assert sorted(reads) == ids, name
+    assert len(list((tmp_path / "cache").glob("test-*.pt"))) == 1
+    keys = [k for k in runs[0] if "sec_per_image" not in k]
+    assert {k: runs[0][k] for k in keys} == {k: runs[1][k] for k in keys}
+    assert runs[0]["test/gnn/AP"] > 0.3 and runs[0]["test/ae/AP"] > 0.1

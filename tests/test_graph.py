@@ -28,7 +28,7 @@ def test_peaks_are_refined_to_sub_pixel_positions():
     assert peaks.joint.tolist() == [0, 1]
     expected = torch.tensor([[20.3, 31.7], [40.6, 10.2]])
     assert torch.allclose(peaks.uv, expected, atol=0.15)
-    coarse = find_peaks(heat, CandidateConfig(threshold=0.5, refine=False))
+    coarse = find_peaks(heat, CandidateConfig(threshold=0.5, subpixel=False))
     assert (coarse.uv - expected).abs().max() > (peaks.uv - expected).abs().max()
 
 
@@ -88,7 +88,7 @@ def test_partner_pairs_are_each_candidates_cheapest_of_every_other_type(small_da
     cfg = EdgeConfig(strategy="partners", partners=2, partner_scale=0.1)
     data = AddEdges(ds.layout, cfg)(g)
     cost = (torch.cdist(g.pos, g.pos) / (0.1 * float(g.long_side))
-            + torch.cdist(g.tag, g.tag))
+            + torch.cdist(g.tag * float(g.tag_unit), g.tag * float(g.tag_unit)))
     expected = set()
     for i in range(g.num_nodes):
         for t in set(g.joint.tolist()) - {int(g.joint[i])}:
@@ -224,6 +224,23 @@ def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_pa
     assert 0 < stats["positive_pairs"] < 0.9 and stats["matched_candidates"] > 0.5
     assert 0.5 < stats["gt_joints_covered"] <= 1 and stats["images"] == 6
     assert dm.feature_mean.shape == (dm.dims()[0],)
+
+
+def test_an_evaluation_datamodule_generates_and_opens_only_its_split(tmp_path):
+    """The layout and the graphs of a job limited to the test split come from that split:
+    no other synthetic split is generated; other graph settings keep the opened data."""
+    data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                      synthetic=SyntheticSplits(num_train=3, num_val=2, num_test=2,
+                                                layout="coco17"))
+    dm = PoseGraphDataModule(data, GraphConfig(), progress=False, splits=("test",))
+    assert dm.layout.name == "coco17" and dm.available_splits() == ("test",)
+    other = dm.with_graph(GraphConfig(normalization="per_map"))
+    assert len(other.dataset("test")) == 2 and other.graph_cfg.normalization == "per_map"
+    assert len(other.dataset("test", limit=1)) == 1
+    assert other.ground_truth("test", limit=1)["images"][0]["id"] == int(
+        other.dataset("test").graphs[0].image_id)
+    generated = [p.name.split("-")[1] for p in (tmp_path / "data").glob("synthetic-*")]
+    assert generated == ["test"]
 
 
 def test_datamodule_reports_missing_splits(tmp_path):

@@ -198,8 +198,8 @@ def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
 def test_the_person_scorer_learns_oks_and_travels_in_the_checkpoint(small_dataset, tmp_path):
     from posegnn.checkpoints import store_person_scorer
     from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
+    from posegnn.evaluation.runner import fit_person_scorer
     from posegnn.grouping.gnn import GNNGroupingConfig
-    from posegnn.models.person_scorer import fit_person_scorer
 
     dm = PoseGraphDataModule(DataConfig(kind="maps", train=str(small_dataset),
                                         val_fraction=0.25, cache_dir=str(tmp_path)),

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from posegnn.checkpoints import RUN_SETTINGS
+
 if TYPE_CHECKING:
     from posegnn.data.datamodule import DataConfig
     from posegnn.data.graph import GraphConfig
 
-RUN_SETTINGS = "posegnn_run"  # the checkpoint entry written by RunSettings
 
 
 class RunSettings(L.Callback):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import pickle
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphConfig, build_vertices, pad_tags
-from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, PoseMapsDataset
+from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, ImageMaps, PoseMapsDataset
 from posegnn.io import atomic_torch_save, file_lock
 
 log = logging.getLogger(__name__)
@@ -52,28 +53,34 @@ def cache_key(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
-                 desc: str = "graphs", progress: bool = True,
-                 skip_bad: bool = False) -> list[Data]:
-    """Vertex graphs of the given images, with ground truth where the dataset has it (and
-    tags of one width: :func:`~posegnn.data.graph.pad_tags`).
-
-    A broken maps file raises :class:`DatasetError`, unless ``skip_bad``: then the image
-    is left out and a warning counts what was skipped and why.
-    """
-    graphs, skipped = [], []
-    for image_id in tqdm(image_ids, desc=desc, disable=not progress, unit="img"):
+def vertex_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                  skipped: list[str] | None = None) -> Iterator[tuple[Data, ImageMaps]]:
+    """Each image's vertex graph, with ground truth where the dataset has it, and the maps
+    it was built from. A broken maps file raises :class:`DatasetError`, unless
+    ``skipped`` is given: then the image is left out and the error appended to it."""
+    for image_id in image_ids:
         gt = areas = None
         if dataset.has_annotations:
             gt, areas = dataset.gt_keypoints(image_id)
         try:
             maps = dataset.load_maps(image_id)
         except DatasetError as err:
-            if not skip_bad:
+            if skipped is None:
                 raise
             skipped.append(str(err))
             continue
-        graphs.append(build_vertices(maps, dataset.layout, cfg, gt, areas))
+        yield build_vertices(maps, dataset.layout, cfg, gt, areas), maps
+
+
+def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                 desc: str = "graphs", progress: bool = True,
+                 skip_bad: bool = False) -> list[Data]:
+    """Vertex graphs of the given images (:func:`vertex_graphs`), with tags of one width
+    (:func:`~posegnn.data.graph.pad_tags`). With ``skip_bad`` an image with broken maps is
+    left out, and a warning counts what was skipped and why."""
+    skipped: list[str] | None = [] if skip_bad else None
+    graphs = [g for g, _ in tqdm(vertex_graphs(dataset, image_ids, cfg, skipped), desc=desc,
+                                 total=len(image_ids), disable=not progress, unit="img")]
     if skipped:
         shown = "\n  ".join(skipped[:10])
         log.warning("%s: skipped %d of %d images with broken maps:\n  %s", dataset.root,
@@ -81,13 +88,18 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
     return pad_tags(graphs)
 
 
+def cache_path(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+               cache_dir: Path, split: str, skip_bad: bool = False) -> Path:
+    """Where the split's graphs are cached (:func:`cache_key`)."""
+    return Path(cache_dir) / f"{split}-{cache_key(dataset, image_ids, cfg, skip_bad)}.pt"
+
+
 def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                   cache_dir: Path, split: str, progress: bool = True,
                   skip_bad: bool = False, rebuild: bool = False) -> Path:
     """Path of the split's cached graphs, building them first when missing (or when
     ``rebuild``)."""
-    key = cache_key(dataset, image_ids, cfg, skip_bad)
-    path = Path(cache_dir) / f"{split}-{key}.pt"
+    path = cache_path(dataset, image_ids, cfg, cache_dir, split, skip_bad)
     with file_lock(path.parent / ".locks" / f"{path.stem}.lock"):
         if rebuild or not path.exists():
             graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",

@@ -17,6 +17,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from posegnn.choices import one_of
+from posegnn.contract import keypoint_similarity
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
 from posegnn.data.maps import ImageMaps
 from posegnn.layouts import Layout
@@ -64,11 +65,12 @@ class EdgeConfig:
 class ImageUnitsConfig:
     """Units read per image from its own candidates (no labels), so that features mean
     the same whatever the detector's tag spread, heat level or map resolution. Each unit
-    is scaled so that the default synthetic detector's images keep about their scale."""
+    is scaled so that the default synthetic detector's images keep about their scale
+    (RESULTS.md: each one ablated on worlds the model was not trained on)."""
 
-    tags: bool = False  # tags in units of the image's within-person tag spread
-    heat: bool = False  # heat in units of the image's typical strongest peak
-    lengths: bool = False  # lengths in units of the image's typical limb, not its long side
+    tags: bool = True  # tags in units of the image's within-person tag spread
+    heat: bool = True  # heat in units of the image's typical strongest peak
+    lengths: bool = True  # lengths in units of the image's typical limb, not its long side
 
 
 @dataclass
@@ -98,12 +100,21 @@ class GraphConfig:
 
 
 def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
-    """Graph settings stored in a checkpoint, with the settings added since filled in as
-    they were before: one without ``edges.tag_distance`` predates it and had none."""
-    if not isinstance(values, Mapping) or not values or "tag_distance" in values.get(
-            "edges", {}):
+    """Graph settings stored in a checkpoint, in today's names (``candidates.refine`` is
+    ``candidates.subpixel``), with the settings added since filled in as they were
+    before: one without ``edges.tag_distance`` predates it and had none, one without
+    ``units`` measured everything in raw map units."""
+    if not isinstance(values, Mapping) or not values:
         return values
-    return {**values, "edges": {**values.get("edges", {}), "tag_distance": False}}
+    values = dict(values)
+    cands = dict(values.get("candidates", {}))
+    if "refine" in cands:
+        cands["subpixel"] = cands.pop("refine")
+        values["candidates"] = cands
+    if "tag_distance" not in values.get("edges", {}):
+        values["edges"] = {**values.get("edges", {}), "tag_distance": False}
+    values.setdefault("units", {"tags": False, "heat": False, "lengths": False})
+    return values
 
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,8 +299,7 @@ def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.n
         return np.full(len(joint), -1, dtype=np.int64)
     target = gt[:, joint, :]  # [P, N, 3]
     d2 = ((target[..., :2] - pos[None]) ** 2).sum(-1)
-    var = (2 * sigmas[joint]) ** 2
-    ks = np.exp(-d2 / (2 * var[None] * (areas[:, None] + np.spacing(1))))
+    ks = keypoint_similarity(d2, sigmas[joint][None], areas[:, None])
     ks[target[..., 2] <= 0] = 0.0
     best = ks.argmax(axis=0)
     return np.where(ks.max(axis=0) > threshold, best, -1).astype(np.int64)

@@ -1,6 +1,8 @@
 """Associative-embedding grouping (Newell et al. 2017; HigherHRNet's ``HeatmapParser``).
 
-Joint types are visited in ``ae_order``. The candidates of the first type found each
+Joint types are visited in ``order`` (``layout``: the layout's ``ae_order``;
+``higherhrnet``: the first K entries of HigherHRNet's COCO order, as its ``HeatmapParser``
+runs on CrowdPose; ``index``: 0..K-1). The candidates of the first type found each
 start a person. For every later type, candidates are matched to the existing people by
 an optimal assignment on the cost ``round(|tag - mean tag of person|) * 100 - heat``
 (or the plain distance when ``use_detection_val`` is off). A matched pair whose tag
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from posegnn.grouping.base import Grouping, people_from_assignment
+from posegnn.choices import one_of
+from posegnn.grouping.base import Grouping
 from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
 
@@ -36,6 +39,7 @@ class AEGroupingConfig:
     defaults; the CLI, the Python API and :class:`AEGrouping` all take them from here."""
 
     tag_threshold: float = 1.0  # largest tag distance to join a person
+    order: str = "layout"  # joint types' order: layout | higherhrnet | index (ORDERS)
     max_people: int = 30
     detection_threshold: float = 0.1  # candidates below this heat are ignored
     use_detection_val: bool = True  # matching cost: round(tag distance) * 100 - heat
@@ -47,40 +51,50 @@ class AEGroupingConfig:
     adjust: bool = False
     refine: bool = True
 
+    def __post_init__(self) -> None:
+        one_of("grouping.ae.order", self.order, ORDERS)
 
-_AE = AEGroupingConfig()
+
+# HigherHRNet's HeatmapParser visits COCO's joints in this order and, for fewer joints
+# (CrowdPose's 14), takes its first K entries
+HIGHERHRNET_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+ORDERS = ("layout", "higherhrnet", "index")
+
+
+def joint_order(order: str, layout: Layout | None, num_joints: int) -> tuple[int, ...]:
+    """The joint types' visiting order named by ``order`` (one of :data:`ORDERS`)."""
+    one_of("grouping.ae.order", order, ORDERS)
+    if order == "higherhrnet":
+        if num_joints > len(HIGHERHRNET_ORDER):
+            raise ValueError(f"grouping.ae.order=higherhrnet covers at most "
+                             f"{len(HIGHERHRNET_ORDER)} joints, the layout has {num_joints}")
+        return HIGHERHRNET_ORDER[:num_joints]
+    if order == "layout" and layout is not None:
+        return tuple(layout.ae_order)
+    return tuple(range(num_joints))
 
 
 class AEGrouping(Grouping):
     """Associative-embedding grouping on candidate tags; needs ``layout`` or ``num_joints``.
 
-    ``ae_order`` defaults to the layout's (or 0..K-1 without a layout). Person score: mean
+    ``ae_order`` (an explicit permutation) overrides ``order``. Person score: mean
     heat over all K joints, missing joints counting 0, taken before ``refine`` fills any
     (as HigherHRNet scores people).
     """
 
     name = "ae"
+    Config = AEGroupingConfig
 
-    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 ae_order: tuple[int, ...] | list[int] | None = None,
-                 tag_threshold: float = _AE.tag_threshold, max_people: int = _AE.max_people,
-                 detection_threshold: float = _AE.detection_threshold,
-                 use_detection_val: bool = _AE.use_detection_val,
-                 ignore_too_much: bool = _AE.ignore_too_much,
-                 min_keypoints: int = _AE.min_keypoints, adjust: bool = _AE.adjust,
-                 refine: bool = _AE.refine) -> None:
-        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
+    def __init__(self, settings: AEGroupingConfig | None = None, *,
+                 layout: Layout | str | None = None, num_joints: int | None = None,
+                 ae_order: tuple[int, ...] | list[int] | None = None) -> None:
+        super().__init__(settings, layout=layout, num_joints=num_joints)
         if ae_order is None:
-            ae_order = self.layout.ae_order if self.layout else range(self.num_joints)
+            ae_order = joint_order(self.settings.order, self.layout, self.num_joints)
         self.ae_order = tuple(int(j) for j in ae_order)
         if sorted(self.ae_order) != list(range(self.num_joints)):
             raise ValueError(
                 f"ae_order {self.ae_order} is not a permutation of 0..{self.num_joints - 1}")
-        self.tag_threshold = float(tag_threshold)
-        self.max_people = int(max_people)
-        self.detection_threshold = float(detection_threshold)
-        self.use_detection_val = bool(use_detection_val)
-        self.ignore_too_much = bool(ignore_too_much)
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
                prob: np.ndarray | None, person: np.ndarray | None,
@@ -94,10 +108,10 @@ class AEGrouping(Grouping):
                 continue
             if not tag_sums:
                 matched = np.full(len(idx), -1, np.int64)
-            elif self.ignore_too_much and len(tag_sums) >= self.max_people:
+            elif self.settings.ignore_too_much and len(tag_sums) >= self.settings.max_people:
                 continue
             else:
-                grouped = min(len(tag_sums), self.max_people)
+                grouped = min(len(tag_sums), self.settings.max_people)
                 means = np.stack(tag_sums[:grouped]) / np.asarray(counts[:grouped])[:, None]
                 matched = self._match(cands.tag[idx], cands.score[idx], means)
             for cand, who in zip(idx, matched, strict=True):
@@ -108,18 +122,20 @@ class AEGrouping(Grouping):
                 assignment[cand] = who
                 tag_sums[who] += cands.tag[cand]
                 counts[who] += 1
-        return people_from_assignment(cands, assignment, self.num_joints, self.min_keypoints)
+        return self._people(cands, assignment)
 
     def _joint_candidates(self, cands: Candidates, joint: int) -> np.ndarray:
         """Indices of the usable candidates of one joint type, highest heat first."""
-        idx = np.flatnonzero((cands.joint == joint) & (cands.score > self.detection_threshold))
+        usable = cands.score > self.settings.detection_threshold
+        idx = np.flatnonzero((cands.joint == joint) & usable)
         idx = idx[np.argsort(-cands.score[idx], kind="stable")]
-        return idx[: self.max_people]
+        return idx[: self.settings.max_people]
 
     def _match(self, tags: np.ndarray, heat: np.ndarray, means: np.ndarray) -> np.ndarray:
         """Person index per candidate, -1 where it must start a new person."""
         dist = np.linalg.norm(tags[:, None, :] - means[None, :, :], axis=2)
-        cost = np.round(dist) * 100 - heat[:, None] if self.use_detection_val else dist.copy()
+        cost = (np.round(dist) * 100 - heat[:, None] if self.settings.use_detection_val
+                else dist.copy())
         n_cand, n_people = cost.shape
         if n_cand > n_people:  # pad so every candidate gets a column, as HigherHRNet does
             cost = np.hstack([cost, np.full((n_cand, n_cand - n_people), UNMATCHED_COST)])
@@ -127,6 +143,6 @@ class AEGrouping(Grouping):
         matched = np.full(n_cand, -1, np.int64)
         ok = cols < n_people
         rows, cols = rows[ok], cols[ok]
-        ok = dist[rows, cols] < self.tag_threshold
+        ok = dist[rows, cols] < self.settings.tag_threshold
         matched[rows[ok]] = cols[ok]
         return matched

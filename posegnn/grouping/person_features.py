@@ -6,12 +6,6 @@ import numpy as np
 
 from posegnn.types import People
 
-SUMMARY_FEATURES = 7  # share of joints, heat x prob, pair statistics (4), log size
-
-
-def feature_width(num_joints: int) -> int:
-    return 4 * num_joints + SUMMARY_FEATURES
-
 
 def person_features(people: People, pair_index: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """[P, 4K + 7] per person: which joints it has, their heat, their offsets from its
