@@ -234,37 +234,47 @@ def test_verbose_prints(capsys: pytest.CaptureFixture[str]) -> None:
     assert "AP=1.000" in capsys.readouterr().out
 
 
-def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> None:
+def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset, monkeypatch) -> None:
     """``sec_per_image`` counts everything after the candidates for every grouping: a
-    delay put into the gnn's pair building shows in the gnn's time and nowhere else."""
-    import time
+    delay put into the gnn's pair building shows in the gnn's time and nowhere else. The
+    runner's clock is a fake one that only the delay moves, so nothing here is timed."""
+    import types
 
-    from posegnn.config import AEGroupingConfig, GNNGroupingConfig, GroupingConfig
+    import posegnn.evaluation.runner as runner
+    from posegnn.config import (
+        AEGroupingConfig,
+        GNNGroupingConfig,
+        GroupingConfig,
+        OracleGroupingConfig,
+    )
     from posegnn.data.cache import build_graphs
     from posegnn.data.graph import AddEdges, GraphConfig, GraphList
     from posegnn.data.maps import PoseMapsDataset
-    from posegnn.evaluation.runner import evaluate_groupings
     from posegnn.models.module import PosegnnModule
 
+    clock = {"now": 0.0}
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
     ds = PoseMapsDataset(small_dataset)
     cfg = GraphConfig()
     graphs = build_graphs(ds, ds.image_ids[:4], cfg, progress=False)
     edges = AddEdges(ds.layout, cfg.edges)
 
     def slow_edges(data):
-        time.sleep(0.05)
+        clock["now"] += 5.0
         return edges(data)
 
     sample = edges(graphs[0])
     module = PosegnnModule(sample.x.shape[1], sample.edge_attr.shape[1], graph=cfg)
-    metrics = evaluate_groupings(ds.coco_dict(ds.image_ids[:4]), ds.layout,
-                                 GraphList(graphs, slow_edges),
-                                 GroupingConfig(run=["gnn", "ae"],
-                                                gnn=GNNGroupingConfig(refine=False),
-                                                ae=AEGroupingConfig(refine=False)),  # decoding
-                                 module=module, batch_size=2)
-    assert metrics["test/gnn/sec_per_image"] >= 0.05
-    assert metrics["test/ae/sec_per_image"] < 0.05
+    metrics = runner.evaluate_groupings(ds.coco_dict(ds.image_ids[:4]), ds.layout,
+                                        GraphList(graphs, slow_edges),
+                                        GroupingConfig(run=["gnn", "ae", "oracle"],
+                                                       gnn=GNNGroupingConfig(refine=False),
+                                                       ae=AEGroupingConfig(refine=False),
+                                                       oracle=OracleGroupingConfig(refine=False)),
+                                        module=module, batch_size=2)
+    assert metrics["test/gnn/sec_per_image"] == pytest.approx(5.0)
+    assert metrics["test/ae/sec_per_image"] == 0.0
+    assert metrics["test/oracle/sec_per_image"] == 0.0
 
 
 def test_an_evaluation_decompresses_each_maps_file_once(small_dataset, tmp_path, monkeypatch):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -160,11 +163,35 @@ def test_feature_switches_and_normalization(small_dataset):
         GraphConfig(normalization="global")
 
 
-def test_graphs_do_not_depend_on_the_process(small_dataset):
-    _, a, _ = _graph(small_dataset, index=3)
-    _, b, _ = _graph(small_dataset, index=3)
-    for key in ("x", "pos", "joint", "person"):
-        assert torch.equal(a[key], b[key])
+_BUILD_IN_A_FRESH_PROCESS = """
+import sys, torch
+from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+from posegnn.data.maps import PoseMapsDataset
+ds = PoseMapsDataset(sys.argv[1])
+image_id = ds.image_ids[3]
+gt, areas = ds.gt_keypoints(image_id)
+g = AddEdges(ds.layout, GraphConfig().edges)(
+    build_vertices(ds.load_maps(image_id), ds.layout, GraphConfig(), gt, areas))
+torch.save({k: g[k] for k in sys.argv[3:]}, sys.argv[2])
+"""
+
+
+def test_graphs_do_not_depend_on_the_process(small_dataset, tmp_path):
+    """Two fresh interpreters with different hash seeds build the same graph, bit for bit."""
+    keys = ["x", "pos", "joint", "person", "edge_index", "edge_attr", "pair_index", "y"]
+    built = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"graph-{seed}.pt"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-c", _BUILD_IN_A_FRESH_PROCESS,
+                               str(small_dataset), str(out), *keys],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        built.append(torch.load(out, weights_only=True))
+    a, b = built
+    for key in keys:
+        assert a[key].numel() > 0, key
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_cache_key_covers_data_and_every_vertex_setting(small_dataset):
