@@ -133,3 +133,18 @@ def test_a_world_file_repeats_no_schema_default(path):
     repeats = [f"{k}: {v}" for k, v in _leaves(OmegaConf.load(path))
                if OmegaConf.select(base, k, default=object()) == v]
     assert not repeats, f"{path} repeats WorldConfig's defaults: {repeats}"
+
+
+@pytest.mark.parametrize("option", ["tiny"])
+def test_a_transfer_preset_composes_and_an_unknown_world_key_fails(option):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import posegnn.cli.transfer  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("transfer", overrides=[f"transfer={option}"]))
+        assert set(cfg.use) <= set(cfg.worlds)
+        for world in cfg.worlds:
+            with pytest.raises(Exception, match="bogus"):
+                compose("transfer", overrides=[f"worlds.{world}.bogus=1"])
