@@ -14,5 +14,7 @@ conf_packages = ["posegnn.conf"] + sorted(
 setup(
     packages=find_packages(include=["posegnn", "posegnn.*"]) + conf_packages,
     package_dir={"posegnn.conf": "conf"},
-    package_data={"posegnn.pretrained": ["*.ckpt"], **{p: ["*.yaml"] for p in conf_packages}},
+    package_data={"posegnn.pretrained": ["*.ckpt"],
+                  "posegnn.data.learned_detector": ["weights/*.pt"],
+                  **{p: ["*.yaml"] for p in conf_packages}},
 )

@@ -118,7 +118,8 @@ def _settings(*overrides: str):
 
 def _group_options() -> list[tuple[str, str]]:
     root = Path(CONF_DIR)
-    skip = {"hydra", "experiment", "sweep", "hparams_search"}
+    # world and transfer are posegnn-transfer's groups (tests/test_transfer.py)
+    skip = {"hydra", "experiment", "sweep", "hparams_search", "world", "transfer"}
     return [(d.name, f.stem) for d in sorted(root.iterdir()) if d.is_dir() and d.name not in skip
             for f in sorted(d.glob("*.yaml"))]
 
