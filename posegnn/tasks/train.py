@@ -26,6 +26,7 @@ from posegnn.checkpoints import (
 )
 from posegnn.config import TrainConfig
 from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.distributed import RankGuard, as_distributed_error, claim_rank, trainer_kwargs
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
@@ -60,7 +61,7 @@ def build_module(cfg: TrainConfig, dm: PoseGraphDataModule) -> PosegnnModule:
 
 def build_callbacks(cfg: TrainConfig, out_dir: Path) -> list[L.Callback]:
     c = cfg.callbacks
-    callbacks: list[L.Callback] = [RunCheckpoint(
+    callbacks: list[L.Callback] = [RankGuard(), RunCheckpoint(
         dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor=c.monitor,
         mode=c.mode, save_top_k=c.save_top_k, save_last=True, auto_insert_metric_name=False),
         SaveOnPreemption(out_dir / "checkpoints" / "last.ckpt")]
@@ -91,6 +92,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_epoch = check_resume_settings(cfg, out_dir) if cfg.ckpt_path else None
+    claim_rank(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     dm = build_datamodule(cfg, progress=cfg.progress)
     dm.prepare_data()
@@ -109,7 +111,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
         lg.log_hyperparams({**asdict(cfg),
                             "model_params": summary.total_parameters,
                             "model_summary": str(summary)})
-    trainer = L.Trainer(**asdict(cfg.trainer), logger=loggers or False,
+    trainer = L.Trainer(**trainer_kwargs(cfg.trainer), logger=loggers or False,
                         callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir),
                         plugins=[AtomicCheckpointIO()])
     metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in stats.items()}
@@ -120,6 +122,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
             trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
         except SIGTERMException:
             raise Preempted(out_dir / "checkpoints" / "last.ckpt") from None
+        except Exception as err:
+            failed = as_distributed_error(err, cfg.trainer.collective_timeout_s)
+            if failed is None:
+                raise
+            raise failed from err
+        if not trainer.is_global_zero:  # another rank of a run its launcher started (srun)
+            return {}
         metrics["time/fit_s"] = time.perf_counter() - start
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_scalars(trainer.callback_metrics))

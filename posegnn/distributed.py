@@ -1,0 +1,158 @@
+"""Several processes (Lightning DDP): a collective that waits too long is an error naming
+the rank and the stage, and worker processes end with the process that started them."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
+
+if TYPE_CHECKING:
+    from posegnn.config import TrainerConfig
+
+log = logging.getLogger(__name__)
+# the strategies built here, with the collective timeout (Lightning's names)
+DDP_START = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork",
+             "ddp_notebook": "fork"}
+STAGES = ("setup", "fit", "validation AP", "test")
+_NOTE = re.compile(r"posegnn: rank (\d+), stage ([\w ]+?): (.*)")
+_stage = "setup"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class DistributedError(RuntimeError):
+    """A process of a multi-process run failed; the message names its rank and stage."""
+
+
+def trainer_kwargs(cfg: TrainerConfig) -> dict:
+    """``L.Trainer`` arguments from ``trainer=``: the DDP strategies get their
+    collective timeout (``trainer.collective_timeout_s``) instead of torch's 30 min."""
+    kwargs = asdict(cfg)
+    timeout = kwargs.pop("collective_timeout_s")
+    if kwargs["strategy"] in DDP_START:
+        kwargs["strategy"] = DDPStrategy(start_method=DDP_START[kwargs["strategy"]],
+                                         timeout=timedelta(seconds=timeout))
+    return kwargs
+
+
+def claim_rank(cfg: TrainerConfig) -> None:
+    """Give Lightning's rank-zero guard this process's global rank before any logger is
+    made, when a launcher started the process with ``NODE_RANK`` (and ``LOCAL_RANK``)
+    alone: otherwise every node would think itself rank 0 until ``fit``."""
+    if "RANK" in os.environ or "NODE_RANK" not in os.environ or \
+            not isinstance(cfg.devices, int) or cfg.devices < 1:
+        return
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    rank = int(os.environ["NODE_RANK"]) * cfg.devices + int(os.environ.get("LOCAL_RANK", 0))
+    rank_zero_only.rank = rank
+
+
+def current_stage() -> str:
+    return _stage
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage this process is in (one of :data:`STAGES`) for error messages."""
+    global _stage
+    previous, _stage = _stage, name
+    try:
+        yield
+    finally:
+        _stage = previous
+
+
+def set_stage(name: str) -> None:
+    global _stage
+    _stage = name
+
+
+def end_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so that a killed
+    run leaves no worker behind; exits at once when the parent is already gone."""
+    parent = multiprocessing.parent_process()
+    expected = parent.pid if parent is not None else None
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("could not tie this worker to its parent (prctl errno %d)",
+                        ctypes.get_errno())
+    if expected is not None and os.getppid() != expected:  # died before prctl took effect
+        os._exit(1)
+
+
+def is_worker(trainer: L.Trainer) -> bool:
+    """A process this run started itself: a spawned worker, or a ``ddp`` child."""
+    return multiprocessing.parent_process() is not None or (
+        trainer.local_rank > 0 and not trainer.strategy.cluster_environment
+        .creates_processes_externally)
+
+
+class RankGuard(L.Callback):
+    """Every rank: end with the parent process (workers), compute the epoch's synced
+    metrics at the same point on all ranks, and name rank and stage on an error.
+
+    The epoch-end sync fixes a deadlock: Lightning's progress bar, enabled on rank 0
+    only, reads the epoch's metrics in ``on_train_epoch_end`` before the module's own
+    hook, so rank 0 entered the all-reduce of ``train/loss`` while the other ranks
+    entered the all-gather of the module's torchmetrics. Computed here first, on every
+    rank, the progress bar finds them computed."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1 and is_worker(trainer):
+            end_with_parent()
+        set_stage("test" if stage == "test" else "setup")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_stage("fit")
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_stage("test")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            trainer.callback_metrics  # noqa: B018 (computes, with the collectives, once)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        if trainer.world_size > 1 and not isinstance(exception, KeyboardInterrupt):
+            note = f"posegnn: rank {trainer.global_rank}, stage {_stage}: {_first_line(exception)}"
+            exception.add_note(note)
+            log.error(note)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".strip()
+
+
+def as_distributed_error(err: BaseException, timeout_s: float) -> DistributedError | None:
+    """One-line :class:`DistributedError` for the failure of a multi-process run (the
+    parent's view of a spawned worker's error, or this rank's own), or None when ``err``
+    says nothing of a rank."""
+    texts = [*getattr(err, "__notes__", []), str(err)]
+    found = next((m for t in texts if (m := _NOTE.search(t))), None)
+    if found:
+        rank, where, reason = found.groups()
+    elif hasattr(err, "error_index"):  # a spawned worker died without a Python error
+        rank, where, reason = err.error_index, "an unknown stage", str(err).strip()
+    else:
+        return None
+    hint = ""
+    if "timed out" in reason.lower() or "timeout" in reason.lower():
+        hint = (f" (no answer from the other processes within {timeout_s:g} s: one of them "
+                "failed or waits elsewhere; trainer.collective_timeout_s sets the limit)")
+    return DistributedError(f"rank {rank} failed during {where}: {reason}{hint}")
