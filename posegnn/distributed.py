@@ -14,9 +14,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
+import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 if TYPE_CHECKING:
@@ -58,6 +60,26 @@ def claim_rank(cfg: TrainerConfig) -> None:
 
     rank = int(os.environ["NODE_RANK"]) * cfg.devices + int(os.environ.get("LOCAL_RANK", 0))
     rank_zero_only.rank = rank
+
+
+def spawn_parent(trainer: L.Trainer) -> bool:
+    """This process started the run's workers (``ddp_spawn``) and trains in none."""
+    return isinstance(trainer.strategy, DDPStrategy) and multiprocessing.parent_process() \
+        is None and trainer.strategy._start_method in ("spawn", "fork")
+
+
+def progress_from_workers(trainer: L.Trainer, last_ckpt: str | Path) -> None:
+    """In the parent of spawned workers, after ``fit``: take the loops' progress (epochs,
+    steps) from the workers' ``last.ckpt``; Lightning returns only the metrics."""
+    if not spawn_parent(trainer) or not Path(last_ckpt).is_file():
+        return
+    loops = torch.load(last_ckpt, map_location="cpu", weights_only=True).get("loops", {})
+    if "fit_loop" in loops:
+        trainer.fit_loop.load_state_dict(loops["fit_loop"])
+        trainer.fit_loop.restarting = False
+        done = trainer.fit_loop.epoch_progress  # saved at the last epoch's end, not after it
+        done.current.completed, done.total.completed = done.current.processed, \
+            done.total.processed
 
 
 def current_stage() -> str:
@@ -128,7 +150,8 @@ class RankGuard(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        if trainer.world_size > 1 and not isinstance(exception, KeyboardInterrupt):
+        if trainer.world_size > 1 and not spawn_parent(trainer) \
+                and not isinstance(exception, KeyboardInterrupt):
             note = f"posegnn: rank {trainer.global_rank}, stage {_stage}: {_first_line(exception)}"
             exception.add_note(note)
             log.error(note)

@@ -26,7 +26,13 @@ from posegnn.checkpoints import (
 )
 from posegnn.config import TrainConfig
 from posegnn.data.datamodule import PoseGraphDataModule
-from posegnn.distributed import RankGuard, as_distributed_error, claim_rank, trainer_kwargs
+from posegnn.distributed import (
+    RankGuard,
+    as_distributed_error,
+    claim_rank,
+    progress_from_workers,
+    trainer_kwargs,
+)
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
@@ -129,6 +135,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
             raise failed from err
         if not trainer.is_global_zero:  # another rank of a run its launcher started (srun)
             return {}
+        progress_from_workers(trainer, _last(trainer.checkpoint_callback))
         metrics["time/fit_s"] = time.perf_counter() - start
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_scalars(trainer.callback_metrics))
