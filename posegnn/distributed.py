@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.trainer.call import _interrupt
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 if TYPE_CHECKING:
     from posegnn.config import TrainerConfig
@@ -38,14 +41,78 @@ class DistributedError(RuntimeError):
     """A process of a multi-process run failed; the message names its rank and stage."""
 
 
+class WorkerPreempted(RuntimeError):
+    """A spawned worker stopped on SIGTERM after the run saved its checkpoint."""
+
+
+class _WorkerLauncher(_MultiProcessingLauncher):
+    """Lightning's ``ddp_spawn`` launcher, whose workers end with their parent, run the
+    callbacks' ``on_exception`` as one process would (a preempted run saves its
+    checkpoint), and add their rank and stage to the error they fail with."""
+
+    def _wrapping_function(self, process_idx: int, trainer, *args, **kwargs) -> None:
+        end_with_parent()
+        try:
+            super()._wrapping_function(process_idx, trainer, *args, **kwargs)
+        except BaseException as err:
+            strategy = self._strategy  # its global_rank, before setup set it
+            name_failure(err, strategy.node_rank * strategy.num_processes + process_idx)
+            if trainer is not None:
+                _interrupt(trainer, err)
+            if isinstance(err, SIGTERMException):  # a SystemExit, which the parent misses
+                raise WorkerPreempted(f"rank {strategy.global_rank} stopped on SIGTERM") \
+                    from None
+            raise
+
+
+@contextlib.contextmanager
+def forward_sigterm(trainer: L.Trainer) -> Iterator[None]:
+    """In the parent of spawned workers: pass SIGTERM (a cluster's preemption) on to the
+    workers, which save the run and stop, instead of dying at once."""
+    if not spawn_parent(trainer) or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM,
+                             lambda *_: trainer.strategy.launcher.kill(signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def workers_preempted(err: BaseException) -> bool:
+    """``err`` is the parent's view of workers stopped by :class:`WorkerPreempted`."""
+    return hasattr(err, "error_index") and WorkerPreempted.__name__ in str(err)
+
+
+class WorkerDDPStrategy(DDPStrategy):
+    """``DDPStrategy`` whose spawned workers are :class:`_WorkerLauncher`'s."""
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if isinstance(self._launcher, _MultiProcessingLauncher):
+            self._launcher = _WorkerLauncher(self, start_method=self._start_method)
+
+
+def name_failure(err: BaseException, rank: int) -> None:
+    """Add this process's rank and stage to ``err`` (shown with its traceback, read by
+    :func:`as_distributed_error`), and log them."""
+    if isinstance(err, (KeyboardInterrupt, SIGTERMException)) or any(
+            _NOTE.search(n) for n in getattr(err, "__notes__", [])):
+        return
+    note = f"posegnn: rank {rank}, stage {_stage}: {_first_line(err)}"
+    err.add_note(note)
+    log.error(note)
+
+
 def trainer_kwargs(cfg: TrainerConfig) -> dict:
     """``L.Trainer`` arguments from ``trainer=``: the DDP strategies get their
     collective timeout (``trainer.collective_timeout_s``) instead of torch's 30 min."""
     kwargs = asdict(cfg)
     timeout = kwargs.pop("collective_timeout_s")
     if kwargs["strategy"] in DDP_START:
-        kwargs["strategy"] = DDPStrategy(start_method=DDP_START[kwargs["strategy"]],
-                                         timeout=timedelta(seconds=timeout))
+        kwargs["strategy"] = WorkerDDPStrategy(start_method=DDP_START[kwargs["strategy"]],
+                                               timeout=timedelta(seconds=timeout))
     return kwargs
 
 
@@ -88,13 +155,19 @@ def current_stage() -> str:
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Name the stage this process is in (one of :data:`STAGES`) for error messages."""
+    """Name the stage this process is in (one of :data:`STAGES`) for error messages; an
+    error inside leaves it named, for the message."""
     global _stage
     previous, _stage = _stage, name
-    try:
-        yield
-    finally:
-        _stage = previous
+    yield
+    _stage = previous
+
+
+def leave_process_group() -> None:
+    """After ``fit`` under plain ``ddp``: rank 0 tests alone, so no later collective
+    (torchmetrics syncs whenever a group exists) may wait for the other ranks."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def set_stage(name: str) -> None:
@@ -150,11 +223,8 @@ class RankGuard(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        if trainer.world_size > 1 and not spawn_parent(trainer) \
-                and not isinstance(exception, KeyboardInterrupt):
-            note = f"posegnn: rank {trainer.global_rank}, stage {_stage}: {_first_line(exception)}"
-            exception.add_note(note)
-            log.error(note)
+        if trainer.world_size > 1 and not spawn_parent(trainer):  # (ddp: every rank)
+            name_failure(exception, trainer.global_rank)
 
 
 def _first_line(err: BaseException) -> str:

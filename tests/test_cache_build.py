@@ -106,3 +106,30 @@ def test_two_evaluations_of_one_split_at_once_share_one_intact_cache(tmp_path, s
     assert len(files) == 1 and files[0].name.startswith("test-")
     assert len(cache_mod.load_graphs(files[0])) == len(PoseMapsDataset(small_dataset).image_ids)
     assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_joblib_multirun_shares_one_cache_and_keeps_each_job_apart(tmp_path, small_dataset):
+    """Two training jobs at once (joblib, 2 workers) on one cache folder: both succeed,
+    the cache of each split exists once and loads, and each job has its own checkpoints
+    and metrics."""
+    cache, sweep = tmp_path / "cache", tmp_path / "sweep"
+    rc, out = processes.run(
+        [processes.command("posegnn-train"), "-m", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", "model=edgeconv,edgeconv_attr", "data=maps",
+         f"data.train={small_dataset}", f"data.test={small_dataset}", "data.batch_size=4",
+         f"data.cache_dir={cache}", "trainer.max_epochs=1", "progress=false",
+         "trainer.enable_progress_bar=false", "callbacks.figures_every_n_epochs=0",
+         "logger=csv", f"hydra.sweep.dir={sweep}"], timeout=400)
+    assert rc == 0, out[-3000:]
+    splits = sorted(p.name.split("-")[0] for p in cache.glob("*.pt"))
+    assert splits == ["test", "train", "val"]
+    for path in cache.glob("*.pt"):
+        assert cache_mod.load_graphs(path)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    convs = set()
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["test/gnn/AP"] >= 0
+        state = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        convs.add(state["hyper_parameters"]["model"]["conv"])
+    assert convs == {"edgeconv", "edgeconv_attr"}  # each job's own checkpoint

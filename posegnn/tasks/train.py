@@ -30,8 +30,11 @@ from posegnn.distributed import (
     RankGuard,
     as_distributed_error,
     claim_rank,
+    forward_sigterm,
+    leave_process_group,
     progress_from_workers,
     trainer_kwargs,
+    workers_preempted,
 )
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
@@ -125,14 +128,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
     start = time.perf_counter()
     try:
         try:
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+            with forward_sigterm(trainer):
+                trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
         except SIGTERMException:
             raise Preempted(out_dir / "checkpoints" / "last.ckpt") from None
         except Exception as err:
+            if workers_preempted(err):
+                raise Preempted(out_dir / "checkpoints" / "last.ckpt") from None
             failed = as_distributed_error(err, cfg.trainer.collective_timeout_s)
             if failed is None:
                 raise
             raise failed from err
+        leave_process_group()
         if not trainer.is_global_zero:  # another rank of a run its launcher started (srun)
             return {}
         progress_from_workers(trainer, _last(trainer.checkpoint_callback))
