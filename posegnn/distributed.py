@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 # the strategies built here, with the collective timeout (Lightning's names)
 DDP_START = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork",
              "ddp_notebook": "fork"}
-STAGES = ("setup", "fit", "validation AP", "test")
 _NOTE = re.compile(r"posegnn: rank (\d+), stage ([\w ]+?): (.*)")
 _stage = "setup"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -149,14 +148,10 @@ def progress_from_workers(trainer: L.Trainer, last_ckpt: str | Path) -> None:
             done.total.processed
 
 
-def current_stage() -> str:
-    return _stage
-
-
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Name the stage this process is in (one of :data:`STAGES`) for error messages; an
-    error inside leaves it named, for the message."""
+    """Name the stage this process is in (setup, fit, validation AP, test) for error
+    messages; an error inside leaves it named, for the message."""
     global _stage
     previous, _stage = _stage, name
     yield
