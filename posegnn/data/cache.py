@@ -84,8 +84,18 @@ def _build_chunk(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
     return graphs, skipped
 
 
-def _worker_start() -> None:
+_worker_dataset: PoseMapsDataset | None = None  # in a build worker: its copy, sent once
+
+
+def _worker_start(dataset: PoseMapsDataset) -> None:
+    global _worker_dataset
+    _worker_dataset = dataset
     torch.set_num_threads(1)  # one image at a time per process: threads only contend
+
+
+def _worker_chunk(image_ids: list[int], cfg: GraphConfig,
+                  skip_bad: bool) -> tuple[list[Data], list[str]]:
+    return _build_chunk(_worker_dataset, image_ids, cfg, skip_bad)
 
 
 def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
@@ -106,8 +116,8 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(chunks) > 1:
             pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
-                min(workers, len(chunks)), initializer=_worker_start))
-            parts = pool.imap(partial(_build_chunk, dataset, cfg=cfg, skip_bad=skip_bad), chunks)
+                min(workers, len(chunks)), initializer=_worker_start, initargs=(dataset,)))
+            parts = pool.imap(partial(_worker_chunk, cfg=cfg, skip_bad=skip_bad), chunks)
         else:
             parts = (_build_chunk(dataset, chunk, cfg, skip_bad) for chunk in chunks)
         for chunk, (built, why) in zip(chunks, parts, strict=True):
