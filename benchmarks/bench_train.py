@@ -28,8 +28,8 @@ import torch
 
 from posegnn.data.datamodule import DataConfig, PoseGraphDataModule, SyntheticSplits
 from posegnn.data.graph import GraphConfig
-from posegnn.models.layers import CONVS
 from posegnn.models.module import PosegnnModule
+from posegnn.models.network import CONVS
 
 
 def peak_rss_mib() -> float:

@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Batch
 
 from posegnn.checkpoints import load_module
 from posegnn.config import AEGroupingConfig, GNNGroupingConfig
+from posegnn.contract import ImageMaps, image_maps
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
-from posegnn.data.maps import DatasetError, ImageMaps, PoseMapsDataset
+from posegnn.data.maps import PoseMapsDataset
 from posegnn.evaluation.runner import candidates_of
 from posegnn.grouping import build_grouping
 from posegnn.layouts import Layout, get_layout
@@ -55,7 +55,11 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
 def settings(config_name: str = "train", overrides: Sequence[str] = ()):
     """The composed config as its schema dataclasses (``TrainConfig``, ``EvalConfig``,
     ...), every setting checked: what the command line hands its job."""
-    return OmegaConf.to_object(compose(config_name, overrides))
+    from posegnn.cli.common import select_maps_source
+
+    cfg = compose(config_name, overrides)
+    select_maps_source(cfg, "posegnn.api")
+    return OmegaConf.to_object(cfg)
 
 
 def read_dataset(path: str | Path, **kwargs) -> PoseMapsDataset:
@@ -132,25 +136,10 @@ class Grouper:
     def maps(self, heatmaps, tags, width: float | None = None, height: float | None = None,
              map_to_image=None) -> ImageMaps:
         """Check one image's arrays against the layout and wrap them as ``ImageMaps``."""
-        heat = np.asarray(heatmaps, dtype=np.float32)
-        tag = np.asarray(tags, dtype=np.float32)
-        k = self.layout.num_joints
-        if heat.ndim != 3 or heat.shape[0] != k:
-            raise DatasetError(f"heatmaps of shape {heat.shape}: expected [{k}, H, W] for "
-                               f"layout {self.layout.name}")
-        if tag.ndim not in (3, 4) or tag.shape[0] != k:
-            raise DatasetError(f"tags of shape {tag.shape}: expected [{k}, H, W] or "
-                               f"[{k}, H, W, D]")
-        if not (np.isfinite(heat).all() and np.isfinite(tag).all()):
-            raise DatasetError("heatmaps or tags contain NaN or inf")
-        if map_to_image is None:
-            if width is None or height is None:
-                raise ValueError("give the image's width and height, or map_to_image")
-            map_to_image = [[width / heat.shape[2], 0.0, 0.0], [0.0, height / heat.shape[1], 0.0]]
-        affine = np.asarray(map_to_image, dtype=np.float64)
-        if affine.shape != (2, 3):
-            raise DatasetError(f"map_to_image must be a [2, 3] affine, got {affine.shape}")
-        return ImageMaps(0, heat, tag if tag.ndim == 4 else tag[..., None], affine)
+        if map_to_image is None and (width is None or height is None):
+            raise ValueError("give the image's width and height, or map_to_image")
+        return image_maps(0, heatmaps, tags, width, height, map_to_image,
+                          self.layout.num_joints, self.layout.name, where="maps")
 
     @torch.no_grad()
     def __call__(self, heatmaps, tags=None, width: float | None = None,

@@ -22,12 +22,19 @@ class SettingsMismatch(ValueError):
     """A checkpoint was trained with other data or graph settings than the run's."""
 
 
-def load_module(path: str | Path, map_location: str = "cpu") -> PosegnnModule:
-    """Rebuild a trained module from its checkpoint alone, in eval mode."""
+def load_module(path: str | Path, map_location: str = "cpu",
+                layout: str | None = None) -> PosegnnModule:
+    """Rebuild a trained module from its checkpoint alone, in eval mode; ``layout``: the
+    data's keypoint layout, which must be the checkpoint's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     module = PosegnnModule.load_from_checkpoint(path, map_location=map_location)
+    trained = module.hparams.get("layout")
+    if layout is not None and trained is not None and trained != layout:
+        raise SettingsMismatch(f"{path}: a {trained} model, but the data is {layout}; give a "
+                               f"{layout} checkpoint, or leave ckpt_path out for the shipped "
+                               f"{layout} model")
     return module.eval()
 
 

@@ -17,13 +17,26 @@ from omegaconf import MISSING
 from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig
 from posegnn.data.synthetic import SyntheticConfig
+from posegnn.figures import MIN_SCORE
 from posegnn.grouping.ae import AEGroupingConfig
 from posegnn.grouping.gnn import GNNGroupingConfig
 from posegnn.grouping.oracle import OracleGroupingConfig
 from posegnn.models.module import LossConfig, OptimizerConfig, SchedulerConfig
 from posegnn.models.network import ModelConfig
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def _conf_dir() -> str:
+    """``conf/``: inside the package once installed from a wheel (setup.py puts it
+    there), at the top of the repository in a checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"posegnn's conf/ is neither in {here} (an installed wheel) nor "
+                            f"in {here.parent} (a checkout): reinstall posegnn")
+
+
+CONF_DIR = _conf_dir()
 
 
 @dataclass
@@ -149,7 +162,8 @@ class TrainConfig(RunConfig):
     ckpt_path: str | None = None  # resume training from this checkpoint (e.g. last.ckpt)
     # resume even when data or graph settings differ from the checkpoint's
     resume_allow_changes: bool = False
-    finetune_from: str | None = None  # start from these weights with a new optimizer
+    # start from these weights with a new optimizer ("shipped": the layout's shipped model)
+    finetune_from: str | None = None
     test: bool = True
     # what a sweeper (hparams_search) optimizes, from this run's metrics.json; a sweep
     # whose runs lack it fails, naming the metrics they have
@@ -177,13 +191,12 @@ class PredictConfig(RunConfig):
     ckpt_path: str | None = None  # the gnn model; None: the one shipped for the layout
     input: str | None = None
     out: str | None = None
-    # gnn or ae (``grouping=`` would name the config group of their settings)
-    method: str = "gnn"
-    groupings: GroupingConfig = field(default_factory=GroupingConfig)
+    # the grouping (grouping.run: one of gnn, ae) and its settings, named as in posegnn-eval
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
     batch_size: int = 8
     draw: int = 0  # draw the people of the first N images into <run>/figures/
     images: str | None = None  # draw over these image files (by file_name), not heatmaps
-    draw_min_score: float = 0.0  # leave out people scored below this in the drawings
+    draw_min_score: float = MIN_SCORE  # the drawings show people scored at least this
 
 
 @dataclass
@@ -198,6 +211,9 @@ class GenerateConfig(SyntheticConfig):
 def register_schemas() -> None:
     """Register the schemas under ``schema/<name>`` for the primary configs' defaults."""
     cs = ConfigStore.instance()
-    for name, node in (("train", TrainConfig), ("eval", EvalConfig),
-                       ("predict", PredictConfig), ("generate", GenerateConfig)):
+    for name, node in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=node)
+
+
+SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig,
+           "generate": GenerateConfig}  # primary config -> its schema

@@ -23,6 +23,9 @@ from posegnn.layouts import Layout
 from posegnn.types import People
 
 LINESTYLES = ("-", "--", ":", "-.")
+# predicted people scored below this are left out of example drawings (posegnn-predict's
+# draw_min_score takes its default from here)
+MIN_SCORE = 0.2
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Example:
     ground_truth: np.ndarray  # [G, K, 3] x, y, visibility (0 = unlabeled)
     candidates: np.ndarray | None = None  # [N, 2] candidate positions
     assignment: np.ndarray | None = None  # [N] predicted person of each candidate, -1 none
+    scores: np.ndarray | None = None  # [P] the predicted people's scores
 
 
 def make_example(dataset, image_id: int, people: People,
@@ -55,7 +59,8 @@ def make_example(dataset, image_id: int, people: People,
         predicted=np.asarray(people.keypoints, dtype=np.float64).reshape(-1, k, 3),
         ground_truth=np.zeros((0, k, 3)) if gt is None else gt,
         candidates=None if candidates is None else np.asarray(candidates).reshape(-1, 2),
-        assignment=np.asarray(people.assignment) if candidates is not None else None)
+        assignment=np.asarray(people.assignment) if candidates is not None else None,
+        scores=np.asarray(people.scores, dtype=np.float64).reshape(-1))
 
 
 def person_colors(n: int) -> list:
@@ -106,9 +111,10 @@ def _show_heat(ax, heat: np.ndarray, affine: np.ndarray, width: float, height: f
 
 
 def draw_skeletons(ax, keypoints: np.ndarray, layout: Layout, colors: Sequence | None = None,
-                   linewidth: float = 1.8, markersize: float = 3.5) -> None:
+                   linewidth: float = 1.8, markersize: float = 3.5,
+                   scores: np.ndarray | None = None) -> None:
     """People [P, K, 3] (third value > 0 where the joint exists) as limbs and joints,
-    one colour per person."""
+    one colour per person; ``scores`` [P] are written above each person."""
     colors = list(colors) if colors is not None else person_colors(len(keypoints))
     for p, kps in enumerate(keypoints):
         present = kps[:, 2] > 0
@@ -119,24 +125,46 @@ def draw_skeletons(ax, keypoints: np.ndarray, layout: Layout, colors: Sequence |
                         solid_capstyle="round")
         ax.plot(kps[present, 0], kps[present, 1], "o", color=color, ms=markersize,
                 mec="white", mew=0.5)
+        if scores is not None and present.any():
+            top = kps[present][np.argmin(kps[present, 1])]
+            ax.text(top[0], top[1] - 4, f"{scores[p]:.2f}", color="white", fontsize=6,
+                    ha="center", va="bottom",
+                    bbox={"facecolor": color, "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
+
+
+def above_score(people: np.ndarray, scores: np.ndarray | None,
+                min_score: float) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The people scored at least ``min_score`` (all without scores), their scores, and
+    how many were left out."""
+    if scores is None:
+        return people, None, 0
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    keep = scores >= min_score
+    return people[keep], scores[keep], int((~keep).sum())
 
 
 def draw_examples(examples: Sequence[Example], layout: Layout,
                   titles: tuple[str, str] = ("prediction", "ground truth"),
-                  panel_size: float = 4.0) -> Figure:
-    """The "Examples" slide: one row per image, predicted people (left) and ground truth
-    (right) drawn over the max-projection of the image's heatmaps, one colour per person.
-    Candidates the grouping left unassigned show as small crosses."""
+                  panel_size: float = 4.0, min_score: float = MIN_SCORE) -> Figure:
+    """The "Examples" slide: one row per image, predicted people scored at least
+    ``min_score`` (left, each with its score) and ground truth (right) drawn over the
+    max-projection of the image's heatmaps, one colour per person. Candidates the
+    grouping left unassigned show as small crosses."""
     rows = max(len(examples), 1)
     fig = _figure(figsize=(2 * panel_size, panel_size * rows))
     axes = fig.subplots(rows, 2, squeeze=False)
     for row, ex in zip(axes, examples, strict=False):
-        pred_colors, gt_colors = matched_colors(ex.predicted, ex.ground_truth)
-        for ax, people, title, colors in zip(row, (ex.predicted, ex.ground_truth), titles,
-                                             (pred_colors, gt_colors), strict=True):
+        predicted, scores, left_out = above_score(ex.predicted, ex.scores, min_score)
+        pred_colors, gt_colors = matched_colors(predicted, ex.ground_truth)
+        for ax, people, title, colors, shown in zip(
+                row, (predicted, ex.ground_truth), titles, (pred_colors, gt_colors),
+                (scores, None), strict=True):
             _show_heat(ax, ex.heat, ex.map_to_image, ex.width, ex.height)
-            draw_skeletons(ax, people, layout, colors)
-            ax.set_title(f"image {ex.image_id}: {title} ({len(people)} people)", fontsize=9)
+            draw_skeletons(ax, people, layout, colors, scores=shown)
+            below = f", {left_out} below {min_score:g}" if shown is not None and left_out \
+                else ""
+            ax.set_title(f"image {ex.image_id}: {title} ({len(people)} people{below})",
+                         fontsize=9)
         if ex.candidates is not None and ex.assignment is not None:
             free = ex.candidates[np.asarray(ex.assignment) < 0]
             row[0].plot(free[:, 0], free[:, 1], "x", color="0.75", ms=4, mew=0.8,
@@ -283,10 +311,10 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 def draw_people(people: np.ndarray, layout: Layout, width: float, height: float,
                 image: np.ndarray | None = None, heat: np.ndarray | None = None,
                 map_to_image: np.ndarray | None = None, title: str = "",
-                panel_size: float = 6.0) -> Figure:
-    """One image's people [P, K, 3] over the image itself (``image``, [H, W] or
-    [H, W, 3|4]) or, without it, over the max-projection of its heatmaps placed through
-    ``map_to_image``."""
+                panel_size: float = 6.0, scores: np.ndarray | None = None) -> Figure:
+    """One image's people [P, K, 3] (each with its score from ``scores`` [P]) over the
+    image itself (``image``, [H, W] or [H, W, 3|4]) or, without it, over the
+    max-projection of its heatmaps placed through ``map_to_image``."""
     aspect = height / max(width, 1e-6)
     fig = _figure(figsize=(panel_size, max(panel_size * aspect, 2.0)))
     ax = fig.subplots()
@@ -298,7 +326,7 @@ def draw_people(people: np.ndarray, layout: Layout, width: float, height: float,
         ax.set_yticks([])
     else:
         _show_heat(ax, heat, map_to_image, width, height)
-    draw_skeletons(ax, people, layout)
+    draw_skeletons(ax, people, layout, scores=scores)
     ax.set_title(title or f"{len(people)} people", fontsize=9)
     fig.tight_layout()
     return fig

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError
+from posegnn.contract import (
+    ANNOTATIONS,
+    MAPS_DIR,
+    DatasetError,
+    bbox_of,
+    check_affine,
+    check_arrays,
+    person_area,
+    write_maps,
+)
 from posegnn.io import atomic_write
 from posegnn.layouts import Layout, get_layout
 
@@ -44,15 +53,6 @@ def affine_from_center_scale(center, scale, heatmap_size,
     shift = 0.5 if half_pixel else 0.0
     return np.array([[sw / w, 0.0, cx - sw / 2 + shift * sw / w],
                      [0.0, sh / h, cy - sh / 2 + shift * sh / h]])
-
-
-def _bbox_area(kps: np.ndarray) -> tuple[list[float], float]:
-    xy = kps[kps[:, 2] > 0, :2]
-    if not len(xy):
-        return [0.0, 0.0, 0.0, 0.0], 0.0
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    w, h = float(hi[0] - lo[0]), float(hi[1] - lo[1])
-    return [float(lo[0]), float(lo[1]), w, h], 0.53 * w * h  # crowdposetools' area
 
 
 class PoseMapsWriter:
@@ -81,38 +81,16 @@ class PoseMapsWriter:
 
     # -- one image ------------------------------------------------------------------------
     def _check(self, image_id, heatmaps, tags, map_to_image) -> tuple[np.ndarray, ...]:
-        k = self.layout.num_joints
         where = f"image {image_id}"
-        heat = np.asarray(heatmaps)
-        tag = np.asarray(tags)
-        if heat.ndim == 4 and heat.shape[0] == 1:
-            raise DatasetError(f"{where}: heatmaps {heat.shape} still have the batch axis; "
-                               "pass heatmaps[0]")
-        if heat.ndim != 3 or heat.shape[0] != k:
-            hint = " (channel-last? pass heatmaps.transpose(2, 0, 1))" \
-                if heat.ndim == 3 and heat.shape[-1] == k else ""
-            raise DatasetError(f"{where}: heatmaps of shape {heat.shape}, expected [{k}, H, W]"
-                               f" for layout {self.layout.name}{hint}")
-        if tag.ndim not in (3, 4) or tag.shape[0] != k:
-            raise DatasetError(f"{where}: tags of shape {tag.shape}, expected [{k}, H, W] or "
-                               f"[{k}, H, W, D]")
+        heat, tag = np.asarray(heatmaps), np.asarray(tags)
         for name, arr in (("heatmaps", heat), ("tags", tag)):
             if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
                 raise DatasetError(f"{where}: {name} must be finite floats")
-        sx, sy = heat.shape[2] / tag.shape[2], heat.shape[1] / tag.shape[1]
-        if abs(sx / sy - 1) > 0.05:
-            raise DatasetError(f"{where}: heatmaps {heat.shape[1:]} and tags {tag.shape[1:3]} "
-                               "do not cover the same field of view")
-        arrays = [heat.astype(self.dtype), tag.astype(self.dtype)]
-        if map_to_image is not None:
-            affine = np.asarray(map_to_image, np.float64)
-            if affine.shape == (3, 3):
-                affine = affine[:2]
-            if affine.shape != (2, 3) or not np.isfinite(affine).all():
-                raise DatasetError(f"{where}: map_to_image must be a finite [2, 3] affine "
-                                   f"(heatmap to image pixels), got shape {affine.shape}")
-            arrays.append(affine.astype(np.float32))
-        return tuple(arrays)
+        check_arrays(where, heat.shape, tag.shape, self.dtype, self.dtype,
+                     self.layout.num_joints, self.layout.name)
+        affine = None if map_to_image is None else \
+            check_affine(where, map_to_image).astype(np.float32)
+        return heat.astype(self.dtype), tag.astype(self.dtype), affine
 
     def add(self, image_id: int, heatmaps, tags, width: int, height: int,
             file_name: str | None = None, map_to_image=None, crowd_index: float | None = None,
@@ -128,11 +106,8 @@ class PoseMapsWriter:
         image_id = int(image_id)
         if any(img["id"] == image_id for img in self.images):
             raise DatasetError(f"image {image_id}: added twice")
-        arrays = self._check(image_id, heatmaps, tags, map_to_image)
-        names = ("heatmaps", "tags", "map_to_image")[:len(arrays)]
-        path = self.root / MAPS_DIR / f"{image_id}.npz"
-        atomic_write(path, lambda f: np.savez_compressed(f, **dict(zip(names, arrays,
-                                                                      strict=True))))
+        heat, tag, affine = self._check(image_id, heatmaps, tags, map_to_image)
+        path = write_maps(self.root / MAPS_DIR / f"{image_id}.npz", heat, tag, affine)
         image = {"id": image_id, "file_name": file_name or f"{image_id}.jpg",
                  "width": int(width), "height": int(height)}
         if crowd_index is not None:
@@ -149,14 +124,15 @@ class PoseMapsWriter:
             people = [{"keypoints": p} for p in np.asarray(people, np.float64).reshape(-1, k, 3)]
         for ann in people:
             kps = np.asarray(ann["keypoints"], np.float64).reshape(k, 3)
-            bbox, area = _bbox_area(kps)
+            bbox = ann.get("bbox", bbox_of(kps))
             self.annotations.append({
                 "id": len(self.annotations) + 1, "image_id": image_id,
                 "category_id": self.category_id,
                 "keypoints": [float(v) for v in kps.reshape(-1)],
                 "num_keypoints": int((kps[:, 2] > 0).sum()),
-                "bbox": [float(v) for v in ann.get("bbox", bbox)],
-                "area": float(ann.get("area", area)), "iscrowd": int(ann.get("iscrowd", 0))})
+                "bbox": [float(v) for v in bbox],
+                "area": float(ann.get("area", person_area(bbox))),
+                "iscrowd": int(ann.get("iscrowd", 0))})
 
     # -- the dataset ----------------------------------------------------------------------
     def close(self, annotated: bool | None = None) -> Path:

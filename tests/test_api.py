@@ -93,3 +93,19 @@ def test_resume_check_names_keys_and_an_explicit_setting_allows_it(doc_example):
     data.cache_dir = "/elsewhere"  # where files live is not what the data is
     assert len(check_resume(ckpt, data, graph, allow=True)) == 2
     assert TrainConfig().resume_allow_changes is False
+
+
+def test_ae_order_is_a_setting_with_higherhrnets_order_among_the_choices():
+    from posegnn import api
+    from posegnn.api import load_grouper
+    from posegnn.choices import SettingError
+    from posegnn.layouts import CROWDPOSE14
+
+    assert load_grouper(grouping="ae").grouping.ae_order == CROWDPOSE14.ae_order
+    hr = load_grouper(grouping="ae", order="higherhrnet").grouping.ae_order
+    assert hr == (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13)  # COCO's order, first 14
+    assert load_grouper(grouping="ae", order="index").grouping.ae_order == tuple(range(14))
+    cfg = api.settings("eval", ["grouping.ae.order=higherhrnet"])
+    assert cfg.grouping.ae.order == "higherhrnet"
+    with pytest.raises(SettingError, match="grouping.ae.order='hrnet' is not one of"):
+        api.settings("eval", ["grouping.ae.order=hrnet"])

@@ -56,7 +56,7 @@ def test_every_problem_is_listed_with_its_fix(broken, small_dataset, capsys):
     result = check_dataset(broken)
     by_file = {Path(p.where).name: p for p in result.problems}
     assert "channel-last" in by_file["1.npz"].what
-    assert "np.transpose" in by_file["1.npz"].fix
+    assert "transpose(2, 0, 1)" in by_file["1.npz"].fix
     assert "float64" in by_file["2.npz"].what and "astype(np.float32)" in by_file["2.npz"].fix
     assert "name files by id: 3.npz" in by_file["000003.npz"].what
     assert "unreadable npz" in by_file["4.npz"].what
@@ -77,9 +77,45 @@ def test_an_affine_given_backwards_is_flagged(small_dataset, tmp_path):
     arrays["map_to_image"] = np.linalg.inv(forward)[:2].astype(np.float32)
     np.savez(path, **arrays)
     result = check_dataset(root)
-    assert result.ok  # the reader accepts it; the check warns
-    (warning,) = result.warnings
-    assert "inverse affine" in warning.what and warning.where.endswith("1.npz")
+    assert not result.ok  # every candidate would land off the image
+    (problem,) = result.problems
+    assert "inverse affine" in problem.fix and problem.where.endswith("1.npz")
+
+
+def test_an_affine_in_higherhrnets_scale_units_fails_with_the_hint(small_dataset, tmp_path):
+    from posegnn.writer import affine_from_center_scale
+
+    root = tmp_path / "units"
+    shutil.copytree(small_dataset, root)
+    info = {i["id"]: i for i in json.loads((root / "annotations.json").read_text())["images"]}
+    for path in sorted((root / "maps").glob("*.npz")):
+        arrays = dict(np.load(path))
+        img = info[int(path.stem)]
+        side = max(img["width"], img["height"]) / 200  # HigherHRNet's scale, 200-pixel units
+        arrays["map_to_image"] = affine_from_center_scale(
+            (img["width"] / 2, img["height"] / 2), side, arrays["heatmaps"].shape[:0:-1]
+        ).astype(np.float32)
+        np.savez(path, **arrays)
+    result = check_dataset(root)
+    assert main([str(root)]) == 1
+    (problem,) = result.problems
+    assert "off by 200x" in problem.what and "multiply scale by 200" in problem.fix
+    assert "more images like it" in problem.what
+
+
+def test_padded_maps_without_an_affine_get_a_warning(small_dataset, tmp_path):
+    root = tmp_path / "padded"
+    shutil.copytree(small_dataset, root)
+    doc = json.loads((root / "annotations.json").read_text())
+    for img in doc["images"]:  # 640x480, maps of a 704x512 input padded to 64 (352x256)
+        img["width"], img["height"] = 640, 480
+    doc["annotations"] = []
+    (root / "annotations.json").write_text(json.dumps(doc))
+    for path in sorted((root / "maps").glob("*.npz")):
+        np.savez(path, heatmaps=np.zeros((14, 256, 352), np.float32),
+                 tags=np.zeros((14, 128, 176), np.float32))
+    result = check_dataset(root)
+    assert any("stretched" in w.what and "multiple of 64" in w.what for w in result.warnings)
 
 
 @pytest.mark.slow
@@ -110,3 +146,18 @@ def test_a_folder_that_is_no_dataset_says_what_to_do(tmp_path, capsys, make, wha
     assert main([str(tmp_path / "d")]) == 1
     out = capsys.readouterr().out
     assert what in out and "fix: " in out and fix in out
+
+
+def test_eval_warns_in_one_line_when_most_candidates_fall_off_their_image():
+    from types import SimpleNamespace
+
+    from posegnn.contract import off_image_warning
+
+    images = {1: {"width": 100, "height": 100}, 2: {"width": 100, "height": 100}}
+    inside = SimpleNamespace(image_id=1, pos=np.array([[10.0, 10.0], [50.0, 90.0]]))
+    outside = SimpleNamespace(image_id=2, pos=np.array([[2000.0, 10.0], [50.0, -900.0],
+                                                        [400.0, 400.0]]))
+    assert off_image_warning([inside], images.get) is None
+    warning = off_image_warning([inside, outside], images.get, "DIR")
+    assert warning.startswith("DIR: 3 of 5 candidates (60%) fall outside their image")
+    assert "\n" not in warning and "200 pixels" in warning

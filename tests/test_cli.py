@@ -128,6 +128,82 @@ def test_predict_writes_coco_results_for_a_dataset_without_annotations(trained, 
     assert all(len(r["keypoints"]) == 42 for r in results)
 
 
+def test_predict_without_checkpoint_uses_the_shipped_model(small_dataset, tmp_path):
+    out = tmp_path / "results.json"
+    proc = run("posegnn-predict", f"input={small_dataset}", f"out={out}", "progress=false",
+               f"paths.output_dir={tmp_path / 'outputs'}", cwd=tmp_path)
+    assert "wrote" in proc.stdout and json.loads(out.read_text())
+
+
+def test_a_failed_command_leaves_no_run_folder(small_dataset, tmp_path):
+    for args in (["posegnn-predict", f"input={small_dataset}"],  # no out=
+                 ["posegnn-eval", f"data.test={tmp_path / 'nowhere'}"]):
+        proc = run(*args, f"paths.output_dir={tmp_path / 'outputs'}", cwd=tmp_path,
+                   check=False)
+        assert proc.returncode == 1 and "error" in proc.stderr, proc.stderr
+    left = [p for p in (tmp_path / "outputs").rglob("*")] if (tmp_path / "outputs").exists() \
+        else []
+    assert left == []
+
+
+def test_a_maps_path_without_data_maps_reads_the_maps(small_dataset, tmp_path):
+    proc = run("posegnn-eval", f"data.test={small_dataset}", "grouping.run=[ae]",
+               "progress=false", f"paths.output_dir={tmp_path}", cwd=tmp_path)
+    assert "reading maps folders (data=maps)" in proc.stdout
+    assert "test split (8 images)" in proc.stdout  # the folder's 8, not 500 synthetic
+    assert not (tmp_path / "data").exists()  # nothing generated
+    proc = run("posegnn-eval", "data=crowdpose_poses", "data.poses=x.json",
+               f"data.test={small_dataset}", f"paths.output_dir={tmp_path}", cwd=tmp_path,
+               check=False)
+    assert proc.returncode == 1 and "add data=maps" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_of_another_layout_is_one_line_naming_both(small_dataset, tmp_path):
+    from posegnn.pretrained import shipped_checkpoint
+
+    proc = run("posegnn-eval", f"ckpt_path={shipped_checkpoint('coco17')}", "data=maps",
+               f"data.test={small_dataset}", f"paths.output_dir={tmp_path}", cwd=tmp_path,
+               check=False)
+    assert proc.returncode == 1
+    assert "a coco17 model, but the data is crowdpose14" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, advice", [
+    ("data.tset=DIR", "did you mean data.test?"),
+    ("grouping.ae.tag_treshold=0.5", "did you mean grouping.ae.tag_threshold?"),
+    ("data=mpas", "did you mean maps?"),
+    ("trainer.max_epochs=3", "posegnn-eval has no such setting"),  # eval trains nothing
+])
+def test_a_typo_gets_did_you_mean_and_never_the_plus_advice(tmp_path, override, advice):
+    proc = run("posegnn-eval", override, cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and advice in proc.stderr, proc.stderr
+    assert "+" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("script, used, unused", [
+    ("posegnn-eval", ["data", "graph", "grouping"], ["trainer", "optimizer", "model"]),
+    ("posegnn-predict", ["grouping"], ["data", "trainer", "model"]),
+    ("posegnn-train", ["trainer", "optimizer", "model", "experiment"], []),
+])
+def test_help_lists_the_groups_the_command_uses_without_importing_torch(script, used,
+                                                                         unused, tmp_path):
+    module = {"posegnn-eval": "evaluate", "posegnn-predict": "predict",
+              "posegnn-train": "train"}[script]
+    code = (f"import sys; sys.argv = ['{script}', '--help']; "
+            f"from posegnn.cli.{module} import main; main(); "
+            "assert 'torch' not in sys.modules, 'help imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    groups = proc.stdout.split("config groups")[1].split("most used settings")[0]
+    names = {line.split()[0] for line in groups.splitlines()[1:] if line.strip()}
+    assert set(used) <= names and not set(unused) & names, names
+    assert "most used settings" in proc.stdout and f"usage: {script}" in proc.stdout
+
+
 def test_a_typo_in_an_override_fails_at_start(tmp_path):
     proc = run("posegnn-train", "optimizer.lrr=0.1", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "lrr" in proc.stderr

@@ -31,14 +31,28 @@ def _leaves(node: DictConfig, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
+def _composed(path: Path) -> DictConfig:
+    """A group file merged over the files of its own group that it lists as defaults."""
+    own = OmegaConf.load(path)
+    merged = OmegaConf.create()
+    for parent in own.pop("defaults", None) or []:
+        if isinstance(parent, str) and parent != "_self_":
+            merged = OmegaConf.merge(merged, _composed(path.parent / f"{parent}.yaml"))
+    return OmegaConf.merge(merged, own)
+
+
 @pytest.mark.parametrize("path", [p for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob(
     "*.yaml"))], ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_a_group_file_repeats_no_schema_default(path):
+    """What a file sets differs from what it would get without it: the schema's default,
+    merged with the files of its own group it builds on (``defaults: [edgeconv]``)."""
     own = OmegaConf.load(path)
-    own.pop("defaults", None)
-    schema = OmegaConf.structured(TrainConfig)[path.parent.name]
+    base = OmegaConf.structured(TrainConfig)[path.parent.name]
+    for parent in own.pop("defaults", None) or []:
+        if isinstance(parent, str) and parent != "_self_":
+            base = OmegaConf.merge(base, _composed(path.parent / f"{parent}.yaml"))
     repeats = [f"{key}: {value}" for key, value in _leaves(own)
-               if OmegaConf.select(schema, key, default=object()) == value]
+               if OmegaConf.select(base, key, default=object()) == value]
     assert not repeats, (f"{path} repeats its schema's defaults ({', '.join(repeats)}): "
                          "keep them in the dataclass only")
 

@@ -97,3 +97,21 @@ def test_callback_writes_pngs_and_wandb_images(tmp_path, monkeypatch):
     media = list(run_dir.glob("wandb/offline-run-*/files/media/images/**/*.png"))
     names = {p.name.split("_")[0] for p in media}
     assert {"examples", "edge"} <= names, media
+
+
+def test_examples_show_people_above_the_score_with_their_scores():
+    from posegnn.figures import Example
+    from posegnn.layouts import get_layout
+
+    layout = get_layout("crowdpose14")
+    person = np.column_stack([np.linspace(20, 60, 14), np.linspace(10, 90, 14),
+                              np.ones(14)])
+    ex = Example(image_id=1, width=100.0, height=100.0, heat=np.zeros((50, 50)),
+                 map_to_image=np.array([[2.0, 0, 0], [0, 2.0, 0]]),
+                 predicted=np.stack([person, person + [5, 0, 0]]),
+                 ground_truth=person[None], scores=np.array([0.93, 0.07]))
+    fig = draw_examples([ex], layout, min_score=0.2)
+    left = fig.axes[0]
+    assert [t.get_text() for t in left.texts] == ["0.93"]
+    assert "1 people, 1 below 0.2" in left.get_title()
+    assert not fig.axes[1].texts  # ground truth has no scores

@@ -88,7 +88,7 @@ def test_partner_pairs_are_each_candidates_cheapest_of_every_other_type(small_da
     cfg = EdgeConfig(strategy="partners", partners=2, partner_scale=0.1)
     data = AddEdges(ds.layout, cfg)(g)
     cost = (torch.cdist(g.pos, g.pos) / (0.1 * float(g.long_side))
-            + torch.cdist(g.tag, g.tag))
+            + torch.cdist(g.tag * float(g.tag_unit), g.tag * float(g.tag_unit)))
     expected = set()
     for i in range(g.num_nodes):
         for t in set(g.joint.tolist()) - {int(g.joint[i])}:

@@ -108,7 +108,7 @@ def test_broken_annotations_name_the_file(dataset_copy, case):
 MAP_CASES = {
     "nan in heatmaps": ({"heatmaps": np.full((14, 256, 256), np.nan, np.float32)}, "NaN"),
     "inf in tags": ({"tags": np.full((14, 128, 128), np.inf, np.float16)}, "NaN or inf"),
-    "wrong K": ({"heatmaps": np.zeros((17, 256, 256), np.float32)}, "K=17"),
+    "wrong K": ({"heatmaps": np.zeros((17, 256, 256), np.float32)}, "17 maps, the layout has 14"),
     "wrong rank": ({"heatmaps": np.zeros((256, 256), np.float32)}, "rank 2"),
     "wrong dtype": ({"heatmaps": np.zeros((14, 256, 256), np.int32)}, "dtype int32"),
     "missing tags": ({"tags": None}, "missing \\['tags'\\]"),

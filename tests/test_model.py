@@ -17,9 +17,8 @@ from posegnn.checkpoints import check_graph_compatible, load_module
 from posegnn.data.graph import AddEdges, EdgeConfig, GraphConfig, build_vertices
 from posegnn.data.maps import PoseMapsDataset
 from posegnn.layouts import CROWDPOSE14
-from posegnn.models.layers import CONVS, EdgeConvAttr, mlp_block
 from posegnn.models.module import PosegnnModule, SchedulerConfig
-from posegnn.models.network import ModelConfig
+from posegnn.models.network import CONVS, EdgeConvAttr, ModelConfig, mlp_block
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_every_variant_trains_and_ignores_vertex_order(graphs, conv, pair, tmp_p
     L.seed_everything(0)
     symmetric = pair == "symmetric"
     module = _module(graphs, conv=conv, pair=pair, classifier_edge_attr=symmetric,
-                     refine=int(symmetric))
+                     rounds=int(symmetric))
     _trainer(tmp_path, 1).fit(module, train_dataloaders=_loader(graphs[:2]))
     module.eval()
     g = graphs[1]
@@ -178,49 +177,8 @@ def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path
     assert torch.isfinite(torch.tensor(float(module.trainer.callback_metrics["train/loss"])))
 
 
-def test_factorized_eval_forward_equals_the_definition(graphs, tmp_path):
-    """Eval mode runs the encoder as relu(A x_i + max_j (B x_j + C e_ij)) and the pair
-    classifier with per-vertex first-layer terms and folded BatchNorms; both equal the
-    plain concatenation forms."""
-    from torch_geometric.utils import scatter
-
-    L.seed_everything(0)
-    module = _module(graphs, conv="edgeconv_attr", classifier_edge_attr=True)
-    _trainer(tmp_path, 2).fit(module, train_dataloaders=_loader(graphs, 2))
-    module.eval()
-    batch = Batch.from_data_list(graphs)
-    net = module.net
-    with torch.no_grad():
-        h = (batch.x - net.feature_mean) / net.feature_std
-        src, dst = batch.edge_index
-        for layer in net.encoder.layers:
-            conv = layer.conv
-            message = conv.nn(torch.cat([h[dst], h[src] - h[dst], batch.edge_attr], dim=1))
-            expected = scatter(message, dst, 0, dim_size=len(h), reduce="max")
-            h_next = layer(h, batch.edge_index, batch.edge_attr)
-            assert torch.allclose(h_next, expected, atol=1e-5)
-            h = h_next
-        hi, hj = h[batch.pair_index[0]], h[batch.pair_index[1]]
-        fwd, bwd = batch.pair_attr, batch.pair_attr_rev
-        plain = net.classifier.net(torch.cat([hi + hj, (hi - hj).abs(), hi * hj, fwd + bwd,
-                                              (fwd - bwd).abs()], dim=1)).squeeze(1)
-        assert torch.allclose(module(batch), plain, atol=1e-5)
-        # the derived eval weights follow a change of the module's own (optimizer, load)
-        net.classifier.net[0][0].weight.mul_(2.0)
-        changed = net.classifier.net(torch.cat([hi + hj, (hi - hj).abs(), hi * hj, fwd + bwd,
-                                                (fwd - bwd).abs()], dim=1)).squeeze(1)
-        assert torch.allclose(module(batch), changed, atol=1e-5)
-        assert not torch.allclose(changed, plain, atol=1e-3)
-        module.train()  # training: A x_i + B x_j + C e_ij, then BatchNorm on batch statistics
-        h = (batch.x - net.feature_mean) / net.feature_std
-        conv = net.encoder.layers[0].conv
-        message = conv.nn(torch.cat([h[dst], h[src] - h[dst], batch.edge_attr], dim=1))
-        expected = scatter(message, dst, 0, dim_size=len(h), reduce="max")
-        assert torch.allclose(conv(h, batch.edge_index, batch.edge_attr), expected, atol=1e-5)
-
-
 def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
-    layer = EdgeConvAttr(mlp_block(2 * 4 + 3, 8), in_dim=4).eval()
+    layer = EdgeConvAttr(mlp_block(2 * 4 + 3, 8), in_dim=4, fused=True).eval()
     assert repr(layer).startswith("EdgeConvAttr(nn=Sequential(") and "in_dim=4" in repr(layer)
     x, e = torch.randn(5, 4), torch.randn(6, 3)
     edges = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 2]])
@@ -265,34 +223,6 @@ def test_the_person_scorer_learns_oks_and_travels_in_the_checkpoint(small_datase
     features = torch.rand(5, loaded.person_scorer.mean.shape[0]).numpy()
     np.testing.assert_array_equal(loaded.scorer(features), module.scorer(features))
     assert ((0 <= loaded.scorer(features)) & (loaded.scorer(features) <= 1)).all()
-
-
-def test_eval_layer_equals_its_definition_with_vertices_left_without_messages():
-    """The eval-mode max path (running maximum from -inf, cached folded weights) equals
-    h([x_i, x_j - x_i, e_ij]) maxed over incoming edges; a vertex that receives no edge
-    comes out as zeros, as the training form's empty aggregation gives."""
-    from torch_geometric.utils import scatter
-
-    torch.manual_seed(0)
-    layer = EdgeConvAttr(mlp_block(2 * 4 + 3, 8), in_dim=4)
-    norm = layer.nn[1]
-    with torch.no_grad():  # BatchNorm statistics that do not fold to the identity
-        norm.running_mean.normal_()
-        norm.running_var.uniform_(0.5, 2.0)
-        norm.weight.normal_()
-        norm.bias.normal_()
-    layer.eval()
-    x, e = torch.randn(5, 4), torch.randn(4, 3)
-    edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 1]])  # 0 and 4 receive nothing
-    src, dst = edges
-    with torch.inference_mode():
-        out = layer(x, edges, e)
-        again = layer(x, edges, e)  # from the cached weights
-    with torch.no_grad():
-        message = layer.nn(torch.cat([x[dst], x[src] - x[dst], e], dim=1))
-    expected = scatter(message, dst, 0, dim_size=5, reduce="max")
-    assert torch.allclose(out, expected, atol=1e-6) and torch.equal(out, again)
-    assert (out[[0, 4]] == 0).all() and (out[[1, 2, 3]] != 0).any()
 
 
 def test_a_default_model_reads_maps_of_any_tag_dimension(tmp_path):

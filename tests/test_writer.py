@@ -73,7 +73,7 @@ def test_a_dataset_dumped_with_the_writer_evaluates_like_its_source(clean_datase
 def test_the_writer_refuses_what_breaks_the_contract(tmp_path):
     writer = PoseMapsWriter(tmp_path / "d")
     heat, tags = np.zeros((14, 64, 64), np.float32), np.zeros((14, 32, 32), np.float32)
-    with pytest.raises(DatasetError, match=r"channel-last\? pass heatmaps.transpose"):
+    with pytest.raises(DatasetError, match=r"channel-last; fix: .*transpose\(2, 0, 1\)"):
         writer.add(1, heat.transpose(1, 2, 0), tags, 100, 100)
     with pytest.raises(DatasetError, match="batch axis"):
         writer.add(1, heat[None], tags, 100, 100)
@@ -87,6 +87,20 @@ def test_the_writer_refuses_what_breaks_the_contract(tmp_path):
         PoseMapsWriter(tmp_path / "d")
     ann = json.loads((tmp_path / "d" / "annotations.json").read_text())
     assert "annotations" not in ann and ann["images"][0]["id"] == 1  # prediction only
+
+
+@pytest.mark.parametrize("heat, tags, hint", [
+    ((14, 64, 64), (14, 2, 32, 32), r"\[K, D, H, W\]; fix: D goes last, .*transpose\(0, 2, 3, 1\)"),
+    ((14, 64, 64), (32, 32, 14), r"channel-last; fix: .*arr.transpose\(2, 0, 1\)"),
+    ((14, 64, 64), (32, 32, 14, 2), r"channel-last; fix: .*arr.transpose\(2, 0, 1, 3\)"),
+    ((17, 64, 64), (17, 32, 32), r"17 maps are coco17's joints: .*layout='coco17'"),
+    ((15, 64, 64), (14, 32, 32), r"centre .* channel: drop it, arr\[:14\]"),
+    ((14, 64, 64), (1, 14, 32, 32, 2), r"batch axis, arr\[0\]"),
+])
+def test_the_writer_says_what_to_do_for_each_usual_slip(tmp_path, heat, tags, hint):
+    writer = PoseMapsWriter(tmp_path / "d", layout="crowdpose14")
+    with pytest.raises(DatasetError, match=hint):
+        writer.add(1, np.zeros(heat, np.float32), np.zeros(tags, np.float32), 100, 100)
 
 
 def test_affine_from_center_scale_maps_the_heatmap_centre_to_the_centre():
@@ -111,7 +125,7 @@ def test_predict_draws_people_over_heatmaps_and_over_images(small_dataset, tmp_p
             pixels = np.full((info["height"], info["width"], 3), 40 * image_id, np.uint8)
             Image.fromarray(pixels).save(images / f"{image_id}.png")
     for extra, where in (([], "heat"), ([f"images={images}"], "img")):
-        cfg = api.settings("predict", ["method=ae", f"input={tmp_path / 'mine'}",
+        cfg = api.settings("predict", ["grouping.run=[ae]", f"input={tmp_path / 'mine'}",
                                       f"out={tmp_path / where / 'results.json'}", "draw=2",
                                       "progress=false", *extra])
         assert predict(cfg, tmp_path / where) > 0

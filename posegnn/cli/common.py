@@ -66,6 +66,7 @@ def prepare_runtime(cfg: DictConfig, prog: str) -> RunConfig:
     from ``threads`` and silence warnings that say nothing actionable on a CPU-only
     machine. A setting out of its allowed set is one line from ``prog``."""
     with user_errors(prog):
+        select_maps_source(cfg, prog)
         settings = OmegaConf.to_object(cfg)
     import torch
 
@@ -76,6 +77,23 @@ def prepare_runtime(cfg: DictConfig, prog: str) -> RunConfig:
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     return settings
+
+
+def select_maps_source(cfg: DictConfig, prog: str) -> None:
+    """A maps folder given (``data.train``/``val``/``test``) without ``data=maps``: the
+    synthetic default gives way to the maps source, saying so; a poses source, which
+    draws every split from ``data.poses``, refuses it in one line."""
+    data = cfg.get("data")
+    if data is None or data.get("kind") == "maps":
+        return
+    given = [f"data.{s}={data[s]}" for s in ("train", "val", "test") if data.get(s)]
+    if not given:
+        return
+    if data.kind != "synthetic":
+        raise SystemExit(f"{prog}: error: {given[0]} is a maps folder, but data={data.kind} "
+                         "draws every split from data.poses; add data=maps to read it")
+    data.kind = "maps"
+    print(f"{prog}: {', '.join(given)}: reading maps folders (data=maps)")
 
 
 def full_traceback_wanted() -> bool:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import logging
+from posegnn.cli.launch import launch
 
-import hydra
-from omegaconf import DictConfig
-
-from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_errors
-
-log = logging.getLogger(__name__)
+PROG = "posegnn-eval"
 
 
-@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def job(cfg) -> None:
+    from posegnn.cli.common import hydra_run_info, prepare_runtime, user_errors
     from posegnn.tasks.evaluate import evaluate
 
-    settings = prepare_runtime(cfg, "posegnn-eval")
+    settings = prepare_runtime(cfg, PROG)
     out_dir, _, _ = hydra_run_info()
-    with user_errors("posegnn-eval"):
+    with user_errors(PROG):
         evaluate(settings, out_dir)
+
+
+def main() -> None:
+    launch("eval", job)
 
 
 if __name__ == "__main__":

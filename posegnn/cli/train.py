@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
-
-from posegnn.cli.common import CONF_DIR, hydra_run_info, prepare_runtime, user_errors
+from posegnn.cli.launch import launch
 
 
-@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg) -> float | None:
+    from posegnn.cli.common import hydra_run_info, prepare_runtime, user_errors
     from posegnn.tasks.train import train
 
     settings = prepare_runtime(cfg, "posegnn-train")
@@ -38,6 +35,10 @@ def _sweeper_reads_results() -> bool:
         return False
     target = str(HydraConfig.get().sweeper.get("_target_", ""))
     return bool(target) and not target.endswith("BasicSweeper")
+
+
+def main() -> None:
+    launch("train", job)
 
 
 if __name__ == "__main__":

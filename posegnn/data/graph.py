@@ -17,6 +17,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from posegnn.choices import one_of
+from posegnn.contract import keypoint_similarity
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
 from posegnn.data.maps import ImageMaps
 from posegnn.layouts import Layout
@@ -61,12 +62,25 @@ class EdgeConfig:
 
 
 @dataclass
+class ImageUnitsConfig:
+    """Units read per image from its own candidates (no labels), so that features mean
+    the same whatever the detector's tag spread, heat level or map resolution. Each unit
+    is scaled so that the default synthetic detector's images keep about their scale
+    (RESULTS.md: each one ablated on worlds the model was not trained on)."""
+
+    tags: bool = True  # tags in units of the image's within-person tag spread
+    heat: bool = True  # heat in units of the image's typical strongest peak
+    lengths: bool = True  # lengths in units of the image's typical limb, not its long side
+
+
+@dataclass
 class GraphConfig:
     """Every setting that changes a built graph (all of it keys the cache)."""
 
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     edges: EdgeConfig = field(default_factory=EdgeConfig)
+    units: ImageUnitsConfig = field(default_factory=ImageUnitsConfig)
     normalization: str = "none"  # none | per_map | dataset
     match_threshold: float = 0.5  # keypoint similarity for a candidate to match a person
 
@@ -87,11 +101,15 @@ class GraphConfig:
 
 def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
     """Graph settings stored in a checkpoint, with the settings added since filled in as
-    they were before: one without ``edges.tag_distance`` predates it and had none."""
-    if not isinstance(values, Mapping) or not values or "tag_distance" in values.get(
-            "edges", {}):
+    they were before: one without ``edges.tag_distance`` predates it and had none, one
+    without ``units`` measured everything in raw map units."""
+    if not isinstance(values, Mapping) or not values:
         return values
-    return {**values, "edges": {**values.get("edges", {}), "tag_distance": False}}
+    values = dict(values)
+    if "tag_distance" not in values.get("edges", {}):
+        values["edges"] = {**values.get("edges", {}), "tag_distance": False}
+    values.setdefault("units", {"tags": False, "heat": False, "lengths": False})
+    return values
 
 
 def sample_maps(maps: ImageMaps, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,11 +294,55 @@ def match_people(pos: np.ndarray, joint: np.ndarray, gt: np.ndarray, areas: np.n
         return np.full(len(joint), -1, dtype=np.int64)
     target = gt[:, joint, :]  # [P, N, 3]
     d2 = ((target[..., :2] - pos[None]) ** 2).sum(-1)
-    var = (2 * sigmas[joint]) ** 2
-    ks = np.exp(-d2 / (2 * var[None] * (areas[:, None] + np.spacing(1))))
+    ks = keypoint_similarity(d2, sigmas[joint][None], areas[:, None])
     ks[target[..., 2] <= 0] = 0.0
     best = ks.argmax(axis=0)
     return np.where(ks.max(axis=0) > threshold, best, -1).astype(np.int64)
+
+
+# What each image unit measures on the default synthetic detector's images (medians over
+# its test split): a unit is divided by the image's own value and multiplied by this.
+TAG_UNIT = 0.16  # nearest tag distance to a candidate of another joint type
+HEAT_UNIT = 0.89  # strongest peak of a joint type
+LIMB_UNIT = 0.054  # nearest limb partner's distance over the image's long side
+
+
+def tag_spread(tag: torch.Tensor, joint: torch.Tensor) -> float:
+    """The image's within-person tag spread: per candidate, the median over the other
+    joint types of its nearest tag among their candidates (mostly its own person's
+    joint), then the median over candidates; 0 with fewer than two joint types."""
+    types = joint.unique()
+    if len(types) < 2:
+        return 0.0
+    dist = torch.cdist(tag.double(), tag.double())
+    nearest = torch.stack([dist[:, joint == t].min(dim=1).values for t in types], dim=1)
+    nearest[joint.unsqueeze(1) == types.unsqueeze(0)] = float("nan")
+    return float(nearest.nanmedian(dim=1).values.median())
+
+
+def heat_level(score: torch.Tensor, joint: torch.Tensor) -> float:
+    """The image's typical strongest peak: the median over joint types of their
+    strongest candidate's heat; 0 without candidates."""
+    if len(score) == 0:
+        return 0.0
+    best = score.new_zeros(int(joint.max()) + 1).scatter_reduce(0, joint, score, "amax")
+    return float(best[joint.unique()].median())
+
+
+def limb_length(pos: torch.Tensor, joint: torch.Tensor, limbs: np.ndarray) -> float:
+    """The image's typical limb, in image pixels: per candidate, the distance to the
+    nearest candidate of a joint type it shares a limb with, then the median; 0 when no
+    candidate has such a partner."""
+    linked = torch.from_numpy(limbs > 0)[joint][:, joint]
+    dist = torch.cdist(pos.double(), pos.double()).masked_fill(~linked, float("inf"))
+    nearest = dist.min(dim=1).values if len(pos) else dist.new_zeros(0)
+    nearest = nearest[torch.isfinite(nearest)]
+    return float(nearest.median()) if len(nearest) else 0.0
+
+
+def _unit(measured: float, unit: float) -> float:
+    """The factor that brings a measured image unit to ``unit`` (1 where it is 0)."""
+    return unit / measured if measured > 0 else 1.0
 
 
 def build_vertices(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
@@ -295,21 +357,28 @@ def build_vertices(maps: ImageMaps, layout: Layout, cfg: GraphConfig,
     n = len(peaks.joint)
     pos = torch.from_numpy(maps.heatmap_to_image(peaks.uv.numpy())).float()
     all_tags, all_heats = sample_maps(maps, peaks.uv)
-    x, feat_tag = vertex_features(maps, all_tags, all_heats, peaks.uv, peaks.joint,
-                                  peaks.score, cfg)
+    own_tag = all_tags[torch.arange(n), peaks.joint]
+    units = cfg.units
+    heat = _unit(heat_level(peaks.score, peaks.joint), HEAT_UNIT) if units.heat else 1.0
+    tag = _unit(tag_spread(own_tag, peaks.joint), TAG_UNIT) if units.tags else 1.0
+    x, feat_tag = vertex_features(maps, all_tags * tag, all_heats * heat, peaks.uv,
+                                  peaks.joint, peaks.score * heat, cfg)
     hh, wh = maps.heatmaps.shape[1:]
     corners = maps.heatmap_to_image(np.array([[0.0, 0.0], [wh, hh]]))
     long_side = float(np.abs(corners[1] - corners[0]).max())
+    if units.lengths:
+        limb = limb_length(pos, peaks.joint, layout.limb_matrix())
+        long_side = limb / LIMB_UNIT if limb > 0 else long_side
     if gt is None:
         person = torch.full((n,), -1, dtype=torch.long)
     else:
         person = torch.from_numpy(match_people(pos.numpy().astype(np.float64),
                                                peaks.joint.numpy(), gt, areas,
                                                layout.sigma_array, cfg.match_threshold))
-    return Data(x=x, pos=pos, joint=peaks.joint, score=peaks.score,
-                tag=all_tags[torch.arange(n), peaks.joint], feat_tag=feat_tag, person=person,
-                image_id=torch.tensor([maps.image_id]), long_side=torch.tensor([long_side]),
-                num_nodes=n)
+    return Data(x=x, pos=pos, joint=peaks.joint, score=peaks.score, tag=own_tag,
+                feat_tag=feat_tag, tag_unit=torch.tensor([tag]), heat_unit=torch.tensor([heat]),
+                person=person, image_id=torch.tensor([maps.image_id]),
+                long_side=torch.tensor([long_side]), num_nodes=n)
 
 
 def pad_tags(graphs: list[Data]) -> list[Data]:
@@ -339,13 +408,15 @@ class AddEdges(BaseTransform):
     def forward(self, data: Data) -> Data:
         # BaseTransform hands over a shallow copy: the vertex tensors are shared, not cloned
         long_side = float(data.long_side)
+        tag_unit, heat_unit = (float(getattr(data, key, 1.0)) for key in ("tag_unit",
+                                                                          "heat_unit"))
         pairs = candidate_pairs(data.pos, data.joint, long_side, self.limbs, self.cfg,
-                                data.tag)
+                                data.tag * tag_unit)
         data.pair_index = pairs
         data.edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)
         data.pair_attr, data.pair_attr_rev = pair_attributes(
-            data.pos, data.feat_tag, data.score, data.joint, pairs, long_side, self.limbs,
-            self.cfg)
+            data.pos, data.feat_tag, data.score * heat_unit, data.joint, pairs,
+            long_side, self.limbs, self.cfg)
         data.edge_attr = torch.cat([data.pair_attr, data.pair_attr_rev])
         pi, pj = data.person[pairs[0]], data.person[pairs[1]]
         data.y = ((pi == pj) & (pi >= 0)).float()

@@ -1,4 +1,5 @@
-"""Read and validate a pose-maps dataset (the contract in DESIGN.md).
+"""Read and validate a pose-maps dataset (the contract in DESIGN.md; one image's maps:
+:mod:`posegnn.contract`).
 
 A dataset is a directory with ``annotations.json`` (COCO keypoints) and
 ``maps/<image_id>.npz`` holding ``heatmaps`` [K, Hh, Wh], ``tags`` [K, Ht, Wt] or
@@ -11,53 +12,31 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from posegnn.contract import (  # noqa: F401 - the reader's names, re-exported
+    ANNOTATIONS,
+    MAP_ARRAYS,
+    MAP_DTYPES,
+    MAPS_DIR,
+    MAX_MAP_MIB,
+    OPTIONAL_ARRAYS,
+    DatasetError,
+    ImageMaps,
+    bbox_of,
+    npz_headers,
+    person_area,
+    read_maps,
+)
 from posegnn.layouts import Layout, layout_from_category
 
 log = logging.getLogger(__name__)
 
-ANNOTATIONS = "annotations.json"
-MAPS_DIR = "maps"
-MAP_ARRAYS = {"heatmaps", "tags"}
-OPTIONAL_ARRAYS = {"map_to_image"}
 # Labeled keypoints may stray this far outside the image (as a fraction of its size):
 # real annotation files hold a few at x = -1 .. -7.
 OUTSIDE_TOLERANCE = 0.05
-# Largest accepted maps of one image, heatmaps and tags together, counted as float32 once
-# decompressed: HigherHRNet's COCO maps at a 1024-pixel input are about 70 MiB.
-MAX_MAP_MIB = 256.0
-MAP_DTYPES = (np.float16, np.float32)
-
-
-class DatasetError(ValueError):
-    """A dataset file breaks the contract; the message names the file and the problem."""
-
-
-@dataclass
-class ImageMaps:
-    """The network output for one image, with the affine from heatmap to image pixels."""
-
-    image_id: int
-    heatmaps: np.ndarray  # [K, Hh, Wh] float32
-    tags: np.ndarray  # [K, Ht, Wt, D] float32
-    map_to_image: np.ndarray  # [2, 3] float64: image = A @ [u, v, 1]
-
-    def heatmap_to_image(self, uv: np.ndarray) -> np.ndarray:
-        """Map heatmap pixel coordinates [N, 2] to image pixels."""
-        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
-        return uv @ self.map_to_image[:, :2].T + self.map_to_image[:, 2]
-
-    @property
-    def tag_stride(self) -> tuple[float, float]:
-        """Heatmap pixels per tag-map pixel along (x, y)."""
-        return (self.heatmaps.shape[2] / self.tags.shape[2],
-                self.heatmaps.shape[1] / self.tags.shape[1])
 
 
 def _read_json(path: Path) -> dict:
@@ -217,10 +196,10 @@ class PoseMapsDataset:
         self._check_inside(arr[v > 0, :2], img, aid)
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-            bbox = _bbox_of(arr)
+            bbox = bbox_of(arr)
         area = ann.get("area")
-        if not _is_number(area):  # CrowdPose: crowdposetools uses 0.53 * box area
-            area = 0.53 * bbox[2] * bbox[3]
+        if not _is_number(area):  # CrowdPose: no area (crowdposetools' rule)
+            area = person_area(bbox)
         return {**ann, "keypoints": arr.reshape(-1).tolist(), "bbox": list(bbox),
                 "area": float(area), "iscrowd": int(ann.get("iscrowd", 0)),
                 "category_id": ann.get("category_id", self.category.get("id", 1)),
@@ -288,114 +267,4 @@ class PoseMapsDataset:
     def load_maps(self, image_id: int) -> ImageMaps:
         """Load and validate the maps of one image."""
         return read_maps(self.maps_path(image_id), self.image(image_id), self.layout.num_joints,
-                         self.max_map_mib)
-
-
-def _bbox_of(kps: np.ndarray) -> list[float]:
-    xy = kps[kps[:, 2] > 0, :2]
-    if not len(xy):
-        return [0.0, 0.0, 0.0, 0.0]
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    return [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
-
-
-def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array in an npz, read from the ``.npy`` headers without
-    decompressing any data (a small file may hold gigabytes of zeros)."""
-    headers = {}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            with zf.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f"array '{name}' has npy format {version}")
-            headers[name] = (shape, dtype)
-    return headers
-
-
-def _check_headers(path: Path, headers: dict, num_joints: int, max_mib: float) -> None:
-    """Names, ranks, K, dtypes and total size of the arrays, before reading their data."""
-    names = set(headers)
-    missing, extra = MAP_ARRAYS - names, names - MAP_ARRAYS - OPTIONAL_ARRAYS
-    if missing or extra:
-        raise DatasetError(f"{path}: arrays {sorted(names)}; "
-                           f"missing {sorted(missing)}, unexpected {sorted(extra)}")
-    for name, ranks in (("heatmaps", (3,)), ("tags", (3, 4))):
-        shape, dtype = headers[name]
-        if len(shape) not in ranks:
-            hint = ""
-            if len(shape) == 3 and shape[-1] == num_joints:
-                hint = " (channel-last? write arr.transpose(2, 0, 1))"
-            raise DatasetError(f"{path}: '{name}' has rank {len(shape)} {shape}, expected "
-                               f"{' or '.join(str(r) for r in ranks)}{hint}")
-        if dtype not in MAP_DTYPES:
-            raise DatasetError(f"{path}: '{name}' has dtype {dtype}, expected float16 or "
-                               "float32 (write arr.astype(np.float32))")
-        if shape[0] != num_joints:
-            hint = " (channel-last? put the joint axis first)" if shape[-1] == num_joints else ""
-            raise DatasetError(f"{path}: '{name}' has K={shape[0]} maps but the "
-                               f"annotations name {num_joints} keypoints{hint}")
-        if min(shape) == 0:
-            raise DatasetError(f"{path}: '{name}' is empty {shape}")
-    heat, tags = headers["heatmaps"][0], headers["tags"][0]
-    stride_x, stride_y = heat[2] / tags[2], heat[1] / tags[1]
-    if abs(stride_x / stride_y - 1) > 0.05:
-        raise DatasetError(f"{path}: heatmaps {heat[1:]} and tags {tags[1:3]} do not cover "
-                           f"the same field of view (strides {stride_x:g} in x, {stride_y:g} "
-                           "in y)")
-    mib = 4 * (np.prod(heat) + np.prod(tags)) / 2**20
-    if mib > max_mib:
-        raise DatasetError(f"{path}: heatmaps {heat} and tags {tags} take {mib:,.0f} MiB as "
-                           f"float32, above the {max_mib:g} MiB allowed per image "
-                           "(data.max_map_mib)")
-    if "map_to_image" in headers and headers["map_to_image"][0] != (2, 3):
-        raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine, got "
-                           f"shape {headers['map_to_image'][0]}")
-
-
-def _float32(arr: np.ndarray) -> np.ndarray:
-    """``arr`` as float32; from float16 through torch, whose conversion is about twice
-    as fast as numpy's (both exact)."""
-    if arr.dtype == np.float16:
-        return torch.from_numpy(arr).float().numpy()
-    return arr.astype(np.float32, copy=False)
-
-
-def read_maps(path: Path, image: dict, num_joints: int,
-              max_mib: float = MAX_MAP_MIB) -> ImageMaps:
-    """Read one ``maps/<id>.npz``: names, ranks, K, dtypes and size are checked from the
-    headers before any data is decompressed, then the values' finiteness."""
-    try:
-        _check_headers(path, npz_headers(path), num_joints, max_mib)
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except DatasetError:
-        raise
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DatasetError(f"{path}: unreadable npz ({type(e).__name__}: {e}); "
-                           "data.skip_bad_maps=true leaves such images out") from None
-    # float32 first: the finiteness check is much cheaper there than on float16, and
-    # from 4 bytes or fewer the conversion keeps every NaN and inf and adds none
-    heat, tags = _float32(arrays["heatmaps"]), _float32(arrays["tags"])
-    for name, arr in (("heatmaps", heat), ("tags", tags)):
-        if arrays[name].dtype.itemsize > 4:
-            arr = arrays[name]
-        if not np.isfinite(arr).all():
-            raise DatasetError(f"{path}: '{name}' contains NaN or inf "
-                               f"({int((~np.isfinite(arr)).sum())} values)")
-    if tags.ndim == 3:
-        tags = tags[..., None]
-    affine = arrays.get("map_to_image")
-    if affine is None:
-        affine = np.array([[image["width"] / heat.shape[2], 0.0, 0.0],
-                           [0.0, image["height"] / heat.shape[1], 0.0]])
-    elif not np.isfinite(affine).all():
-        raise DatasetError(f"{path}: 'map_to_image' must be a finite [2, 3] affine")
-    return ImageMaps(int(image["id"]), heat, tags, np.asarray(affine, dtype=np.float64))
+                         self.max_map_mib, self.layout.name)

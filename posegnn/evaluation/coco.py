@@ -32,6 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from posegnn.contract import keypoint_similarity
 from posegnn.types import People
 
 CROWD_LEVELS = (("easy", 0.0, 0.2), ("medium", 0.2, 0.8), ("hard", 0.8, math.inf))
@@ -60,8 +61,7 @@ def oks(gt_keypoints: np.ndarray, area: float, pred: np.ndarray, sigmas: np.ndar
     if not labeled.any():
         return 0.0
     d2 = np.sum((pred - gt[:, :2]) ** 2, axis=1)
-    e = d2 / ((2 * sigmas) ** 2 * (float(area) + np.spacing(1)) * 2)
-    return float(np.mean(np.exp(-e[labeled])))
+    return float(np.mean(keypoint_similarity(d2, sigmas, area)[labeled]))
 
 
 def best_oks(keypoints: np.ndarray, annotations: list[dict], sigmas: np.ndarray) -> np.ndarray:
@@ -76,8 +76,8 @@ def best_oks(keypoints: np.ndarray, annotations: list[dict], sigmas: np.ndarray)
         if not labeled.any() or ann.get("iscrowd", 0):
             continue
         d2 = ((keypoints[:, labeled, :2] - gt[None, labeled, :2]) ** 2).sum(2)
-        e = d2 / ((2 * sigmas[labeled]) ** 2 * (float(ann["area"]) + np.spacing(1)) * 2)
-        np.maximum(best, np.exp(-e).mean(1), out=best)
+        similarity = keypoint_similarity(d2, sigmas[labeled], float(ann["area"]))
+        np.maximum(best, similarity.mean(1), out=best)
     return best
 
 

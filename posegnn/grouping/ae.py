@@ -1,6 +1,8 @@
 """Associative-embedding grouping (Newell et al. 2017; HigherHRNet's ``HeatmapParser``).
 
-Joint types are visited in ``ae_order``. The candidates of the first type found each
+Joint types are visited in ``order`` (``layout``: the layout's ``ae_order``;
+``higherhrnet``: the first K entries of HigherHRNet's COCO order, as its ``HeatmapParser``
+runs on CrowdPose; ``index``: 0..K-1). The candidates of the first type found each
 start a person. For every later type, candidates are matched to the existing people by
 an optimal assignment on the cost ``round(|tag - mean tag of person|) * 100 - heat``
 (or the plain distance when ``use_detection_val`` is off). A matched pair whose tag
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from posegnn.choices import one_of
 from posegnn.grouping.base import Grouping, people_from_assignment
 from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
@@ -36,6 +39,7 @@ class AEGroupingConfig:
     defaults; the CLI, the Python API and :class:`AEGrouping` all take them from here."""
 
     tag_threshold: float = 1.0  # largest tag distance to join a person
+    order: str = "layout"  # joint types' order: layout | higherhrnet | index (ORDERS)
     max_people: int = 30
     detection_threshold: float = 0.1  # candidates below this heat are ignored
     use_detection_val: bool = True  # matching cost: round(tag distance) * 100 - heat
@@ -48,13 +52,34 @@ class AEGroupingConfig:
     refine: bool = True
 
 
+    def __post_init__(self) -> None:
+        one_of("grouping.ae.order", self.order, ORDERS)
+
+
+# HigherHRNet's HeatmapParser visits COCO's joints in this order and, for fewer joints
+# (CrowdPose's 14), takes its first K entries
+HIGHERHRNET_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+ORDERS = ("layout", "higherhrnet", "index")
 _AE = AEGroupingConfig()
+
+
+def joint_order(order: str, layout: Layout | None, num_joints: int) -> tuple[int, ...]:
+    """The joint types' visiting order named by ``order`` (one of :data:`ORDERS`)."""
+    one_of("grouping.ae.order", order, ORDERS)
+    if order == "higherhrnet":
+        if num_joints > len(HIGHERHRNET_ORDER):
+            raise ValueError(f"grouping.ae.order=higherhrnet covers at most "
+                             f"{len(HIGHERHRNET_ORDER)} joints, the layout has {num_joints}")
+        return HIGHERHRNET_ORDER[:num_joints]
+    if order == "layout" and layout is not None:
+        return tuple(layout.ae_order)
+    return tuple(range(num_joints))
 
 
 class AEGrouping(Grouping):
     """Associative-embedding grouping on candidate tags; needs ``layout`` or ``num_joints``.
 
-    ``ae_order`` defaults to the layout's (or 0..K-1 without a layout). Person score: mean
+    ``ae_order`` (an explicit permutation) overrides ``order``. Person score: mean
     heat over all K joints, missing joints counting 0, taken before ``refine`` fills any
     (as HigherHRNet scores people).
     """
@@ -63,7 +88,8 @@ class AEGrouping(Grouping):
 
     def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
                  ae_order: tuple[int, ...] | list[int] | None = None,
-                 tag_threshold: float = _AE.tag_threshold, max_people: int = _AE.max_people,
+                 tag_threshold: float = _AE.tag_threshold, order: str = _AE.order,
+                 max_people: int = _AE.max_people,
                  detection_threshold: float = _AE.detection_threshold,
                  use_detection_val: bool = _AE.use_detection_val,
                  ignore_too_much: bool = _AE.ignore_too_much,
@@ -71,7 +97,7 @@ class AEGrouping(Grouping):
                  refine: bool = _AE.refine) -> None:
         super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
         if ae_order is None:
-            ae_order = self.layout.ae_order if self.layout else range(self.num_joints)
+            ae_order = joint_order(order, self.layout, self.num_joints)
         self.ae_order = tuple(int(j) for j in ae_order)
         if sorted(self.ae_order) != list(range(self.num_joints)):
             raise ValueError(

@@ -20,7 +20,7 @@ from torchmetrics.classification import (
 from posegnn.choices import one_of, typed
 from posegnn.data.graph import GraphConfig, stored_graph
 from posegnn.layouts import get_layout
-from posegnn.models.network import EdgeGNN, ModelConfig
+from posegnn.models.network import EdgeGNN, ModelConfig, model_settings
 from posegnn.models.person_scorer import PersonScorer
 
 STAGES = ("train", "val", "test")
@@ -84,7 +84,7 @@ class PosegnnModule(L.LightningModule):
                  feature_std: list[float] | None = None, num_joints: int | None = None
                  ) -> None:
         super().__init__()
-        self.model_cfg = typed(ModelConfig, model)
+        self.model_cfg = typed(ModelConfig, model_settings(model))
         self.optim_cfg = typed(OptimizerConfig, optimizer)
         self.sched_cfg = typed(SchedulerConfig, scheduler)
         self.loss_cfg = typed(LossConfig, loss)

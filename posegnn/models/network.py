@@ -1,56 +1,143 @@
-"""The report's network: a graph-convolution vertex encoder and an edge classifier."""
+"""The network: a graph-convolution vertex encoder and an edge classifier.
+
+As the report draws it: three EdgeConv layers (Linear + BatchNorm1d + ReLU on each
+message, max over a vertex's incoming edges) embed the candidates; a classifier
+((Linear, BatchNorm1d, ReLU) x 2, Linear) turns the features of a candidate pair into one
+same-person logit. Every module here is its plain definition. With ``model.fused`` (the
+default) the two hot ones, :class:`EdgeConvAttr` and the symmetric :class:`EdgeClassifier`,
+run the equal but faster forms of :mod:`posegnn.models.fused` instead.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.nn import EdgeConv, GATv2Conv, GINEConv, MessagePassing, TransformerConv
+from torch_geometric.nn.inits import reset
 
 from posegnn.choices import one_of
-from posegnn.models.layers import CONVS, ConvLayer, eval_weights, fold_batchnorm, mlp_block
+from posegnn.models import fused
 
+CONVS = ("edgeconv", "edgeconv_attr", "gatv2", "gine", "transformer")
 PAIR_MODES = ("concat", "symmetric")
 
 
 @dataclass
 class ModelConfig:
-    """Architecture settings (``model=edgeconv`` is the report's)."""
+    """Architecture settings; the defaults are the model ``posegnn-train`` trains
+    (``model=edgeconv`` is the report's own: no edge attributes, width 64)."""
 
-    conv: str = "edgeconv"  # edgeconv | edgeconv_attr | gatv2 | gine | transformer
-    hidden: int = 64  # vertex embedding width
+    conv: str = "edgeconv_attr"  # edgeconv | edgeconv_attr | gatv2 | gine | transformer
+    hidden: int = 32  # vertex embedding width
     layers: int = 3
     aggr: str = "max"
     heads: int = 2  # attention heads for gatv2 / transformer
     skip: bool = False  # classify on the concatenation of every layer's output
     pair: str = "symmetric"  # concat | symmetric (order-invariant)
-    classifier_hidden: int = 64
-    classifier_edge_attr: bool = False  # also feed the pair's edge attributes
+    classifier_hidden: int = 32
+    classifier_edge_attr: bool = True  # also feed the pair's edge attributes
     dropout: float = 0.0
-    # rounds of refinement: each re-classifies every pair after pooling, for each vertex,
-    # the embeddings of the candidates the previous round put in its person
-    refine: int = 0
+    # further classifier rounds: each re-classifies every pair after pooling, for each
+    # vertex, the embeddings of the candidates the previous round put in its person
+    rounds: int = 0
     # a vertex output: the probability that a candidate belongs to some person (0 marks a
     # false peak); the gnn grouping can leave such candidates out (grouping.gnn.drop_below)
     vertex_head: bool = False
-    # a person scorer (posegnn.models.person_scorer), fitted after training on the training
-    # split's people: each person's expected OKS becomes its score (grouping.gnn.score)
-    person_scorer: bool = False
+    # a person scorer, fitted after training on the training split's people: each
+    # person's expected OKS becomes its score (grouping.gnn.score)
+    person_scorer: bool = True
+    # run the fused / factorized forms of posegnn.models.fused (equal outputs, faster);
+    # false runs the plain definitions below
+    fused: bool = True
 
     def __post_init__(self) -> None:
         one_of("model.conv", self.conv, CONVS)
         one_of("model.pair", self.pair, PAIR_MODES)
 
 
+def model_settings(values):
+    """Stored model settings (a checkpoint's) with names from before a rename
+    (``refine`` -> ``rounds``); anything else as it is."""
+    if not isinstance(values, Mapping) or "refine" not in values:
+        return values
+    values = dict(values)
+    values["rounds"] = values.pop("refine")
+    return values
+
+
+def mlp_block(in_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear + BatchNorm1d + ReLU, the report's building block."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU())
+
+
+class EdgeConvAttr(MessagePassing):
+    """EdgeConv whose message also sees the edge attributes (the report's to-do):
+    ``x_i' = max_j nn([x_i, x_j - x_i, e_ij])``."""
+
+    def __init__(self, nn: nn.Sequential, in_dim: int, aggr: str = "max",
+                 fused: bool = False) -> None:
+        """``nn``: a :func:`mlp_block` over ``[x_i, x_j - x_i, e_ij]``; ``in_dim``: the
+        width of ``x``; ``fused``: run :func:`posegnn.models.fused.edgeconv_attr`."""
+        super().__init__(aggr=aggr)
+        self.nn, self.in_dim, self.fused = nn, in_dim, fused
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        reset(self.nn)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        if self.fused and self.aggr == "max":
+            return fused.edgeconv_attr(self, x, edge_index, edge_attr)
+        return self.propagate(edge_index, x=x, edge_attr=edge_attr)
+
+    def message(self, x_i: Tensor, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return self.nn(torch.cat([x_i, x_j - x_i, edge_attr], dim=1))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(nn={self.nn}, in_dim={self.in_dim})"
+
+
+class ConvLayer(nn.Module):
+    """One encoder layer of the chosen kind, mapping [N, in_dim] to [N, out_dim]."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, out_dim: int, edge_dim: int) -> None:
+        super().__init__()
+        kind = cfg.conv
+        self.uses_edge_attr = kind != "edgeconv"
+        if kind == "edgeconv":
+            self.conv = EdgeConv(mlp_block(2 * in_dim, out_dim), aggr=cfg.aggr)
+        elif kind == "edgeconv_attr":
+            self.conv = EdgeConvAttr(mlp_block(2 * in_dim + edge_dim, out_dim), in_dim,
+                                     aggr=cfg.aggr, fused=cfg.fused)
+        elif kind == "gine":
+            self.conv = GINEConv(mlp_block(in_dim, out_dim), edge_dim=edge_dim, train_eps=True)
+        else:  # gatv2, transformer
+            if out_dim % cfg.heads:
+                raise ValueError(f"model.hidden={out_dim} must be divisible by "
+                                 f"model.heads={cfg.heads}")
+            cls = GATv2Conv if kind == "gatv2" else TransformerConv
+            self.conv = cls(in_dim, out_dim // cfg.heads, heads=cfg.heads, edge_dim=edge_dim)
+        # attention layers get the report's BatchNorm + ReLU after the convolution
+        self.post = (nn.Sequential(nn.BatchNorm1d(out_dim), nn.ReLU())
+                     if kind in ("gatv2", "transformer") else nn.Identity())
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        if self.uses_edge_attr:
+            return self.post(self.conv(x, edge_index, edge_attr))
+        return self.post(self.conv(x, edge_index))
+
+
 class VertexEncoder(nn.Module):
-    """Stacked graph convolutions giving the vertex feature embedding."""
+    """Stacked graph convolutions giving the vertex embedding."""
 
     def __init__(self, cfg: ModelConfig, in_dim: int, edge_dim: int) -> None:
         super().__init__()
         dims = [in_dim] + [cfg.hidden] * cfg.layers
-        self.layers = nn.ModuleList(
-            ConvLayer(cfg.conv, a, b, edge_dim, aggr=cfg.aggr, heads=cfg.heads)
-            for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.layers = nn.ModuleList(ConvLayer(cfg, a, b, edge_dim)
+                                    for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.skip = cfg.skip
         self.out_dim = cfg.hidden * (cfg.layers if cfg.skip else 1)
 
@@ -63,12 +150,13 @@ class VertexEncoder(nn.Module):
 
 
 class EdgeClassifier(nn.Module):
-    """(Linear, BatchNorm1d, ReLU) x 2, then Linear -> one logit per candidate pair."""
+    """(Linear, BatchNorm1d, ReLU) x 2, then Linear: one logit per candidate pair, from
+    the pair's features (:meth:`pair_features`)."""
 
     def __init__(self, cfg: ModelConfig, emb_dim: int, edge_dim: int,
                  extra_dim: int = 0) -> None:
         super().__init__()
-        self.pair, self.use_attr = cfg.pair, cfg.classifier_edge_attr
+        self.pair, self.use_attr, self.fused = cfg.pair, cfg.classifier_edge_attr, cfg.fused
         self.emb_dim, self.edge_dim, self.extra_dim = emb_dim, edge_dim, extra_dim
         in_dim = emb_dim * (3 if cfg.pair == "symmetric" else 2) + extra_dim
         if self.use_attr:
@@ -77,72 +165,27 @@ class EdgeClassifier(nn.Module):
         self.net = nn.Sequential(mlp_block(in_dim, h), nn.Dropout(cfg.dropout),
                                  mlp_block(h, h), nn.Linear(h, 1))
 
-    def forward(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
-                attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
-        if not self.training and self.pair == "symmetric":
-            return self.factorized(h, pair_index, attr_fwd, attr_bwd, extra)
-        if self.pair == "symmetric":
-            return self.symmetric_train(h, pair_index, attr_fwd, attr_bwd, extra)
+    def pair_features(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
+                      attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
+        """[M, in_dim]: ``[h_i + h_j, |h_i - h_j|, h_i * h_j, e_ij + e_ji, |e_ij - e_ji|]``
+        (symmetric: the same for both orders) or ``[h_i, h_j, e_ij]`` (concat), the
+        attribute blocks with ``classifier_edge_attr``, then ``extra``."""
         hi, hj = h[pair_index[0]], h[pair_index[1]]
-        parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
+        if self.pair == "symmetric":
+            parts = [hi + hj, (hi - hj).abs(), hi * hj]
+            if self.use_attr:
+                parts += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()]
+        else:
+            parts = [hi, hj] + ([attr_fwd] if self.use_attr else [])
         if extra is not None:
             parts.append(extra)
-        return self.net(torch.cat(parts, dim=1)).squeeze(1)
+        return torch.cat(parts, dim=1)
 
-    def symmetric_train(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
-                        attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
-        """The symmetric forward with gradients: the first linear map taken block by
-        block instead of on the concatenated inputs (the same map), its ``h_i + h_j``
-        block once per vertex; the constant pair-attribute blocks need no input gradient."""
-        lin = self.net[0][0]
-        w_sum, w_diff, w_prod, *w_rest = torch.split(lin.weight, self._block_widths(), dim=1)
-        i, j = pair_index
-        per_vertex = h @ w_sum.T
-        z = (per_vertex + lin.bias).index_select(0, i).add_(per_vertex.index_select(0, j))
-        hi, hj = h.index_select(0, i), h.index_select(0, j)
-        z = z.addmm_((hi - hj).abs(), w_diff.T).addmm_(hi * hj, w_prod.T)
-        inputs = [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs()] if self.use_attr else []
-        if extra is not None:
-            inputs.append(extra)
-        for x, w in zip(inputs, w_rest, strict=False):
-            z = z.addmm_(x, w.T)
-        return self.net[1:](self.net[0][1:](z)).squeeze(1)
-
-    def _block_widths(self) -> list[int]:
-        """Widths of the symmetric first map's input blocks: h_i + h_j, |h_i - h_j|,
-        h_i * h_j, the two pair-attribute blocks (when used), the extra input."""
-        d = self.emb_dim
-        return [d, d, d] + [self.edge_dim] * (2 * self.use_attr) + [self.extra_dim]
-
-    def _eval_weights(self) -> tuple[Tensor, ...]:
-        """Folded, transposed weights: [first map split by input block (the h_i + h_j
-        block first), bias 1, second map, bias 2, output map, output bias]."""
-        (lin1, norm1, _), _, (lin2, norm2, _), out = self.net
-        w1, b1 = fold_batchnorm(lin1, norm1)
-        w2, b2 = fold_batchnorm(lin2, norm2)
-        blocks = torch.split(w1.T, self._block_widths())
-        return (*blocks, b1, w2.T, b2, out.weight.T, out.bias)
-
-    def factorized(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor,
-                   attr_bwd: Tensor, extra: Tensor | None = None) -> Tensor:
-        """The eval-mode symmetric forward, BatchNorms folded into the linear maps; the
-        first map's ``h_i + h_j`` part is applied once per vertex, not per pair, and each
-        input block meets its own slice of the weight (no concatenation)."""
-        *blocks, b1, w2, b2, w_out, b_out = eval_weights(self, self._eval_weights)
-        m, both = pair_index.shape[1], pair_index.reshape(-1)  # both: all i, then all j
-        per_vertex = (h @ blocks[0]).index_select(0, both)
-        hij = h.index_select(0, both)
-        hi, hj = hij[:m], hij[m:]
-        inputs = [(hi - hj).abs_(), hi.mul_(hj)]
-        if self.use_attr:
-            inputs += [attr_fwd + attr_bwd, (attr_fwd - attr_bwd).abs_()]
-        if extra is not None:
-            inputs.append(extra)
-        z = torch.add(per_vertex[:m], per_vertex[m:]).add_(b1)
-        for x, w in zip(inputs, blocks[1:], strict=False):
-            z.addmm_(x, w)
-        z = torch.addmm(b2, z.relu_(), w2).relu_()
-        return torch.addmm(b_out, z, w_out).squeeze(1)
+    def forward(self, h: Tensor, pair_index: Tensor, attr_fwd: Tensor, attr_bwd: Tensor,
+                extra: Tensor | None = None) -> Tensor:
+        if self.fused and self.pair == "symmetric":
+            return fused.symmetric_classifier(self, h, pair_index, attr_fwd, attr_bwd, extra)
+        return self.net(self.pair_features(h, pair_index, attr_fwd, attr_bwd, extra)).squeeze(1)
 
 
 def pool_by_probability(h: Tensor, pair_index: Tensor, prob: Tensor) -> Tensor:
@@ -170,9 +213,10 @@ class EdgeGNN(nn.Module):
         self.encoder = VertexEncoder(cfg, in_dim, edge_dim)
         emb = self.encoder.out_dim
         self.classifier = EdgeClassifier(cfg, emb, edge_dim)
-        # a refining classifier sees each side's pooled person embedding and the last logit
+        # a further round's classifier sees each side's pooled person embedding and the
+        # last logit
         self.refiners = nn.ModuleList(
-            EdgeClassifier(cfg, 2 * emb, edge_dim, extra_dim=1) for _ in range(cfg.refine))
+            EdgeClassifier(cfg, 2 * emb, edge_dim, extra_dim=1) for _ in range(cfg.rounds))
         self.vertex_head = (nn.Sequential(mlp_block(emb, cfg.classifier_hidden),
                                           nn.Linear(cfg.classifier_hidden, 1))
                             if cfg.vertex_head else None)
@@ -182,7 +226,7 @@ class EdgeGNN(nn.Module):
         return self.outputs(data)[0][-1]
 
     def outputs(self, data) -> tuple[list[Tensor], Tensor | None]:
-        """Pair logits of every stage (the classifier's, then each refinement's) and, with
+        """Pair logits of every stage (the classifier's, then each further round's) and, with
         ``vertex_head``, one logit [N] per candidate that it belongs to some person."""
         if data.num_nodes == 0:
             return [data.x.new_zeros(0)], (data.x.new_zeros(0) if self.vertex_head else None)

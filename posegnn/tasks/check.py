@@ -1,10 +1,10 @@
 """``posegnn-check DIR``: validate a pose-maps dataset folder before training on it.
 
-Everything the reader (:mod:`posegnn.data.maps`) would refuse is collected instead of
-raised, one problem per file or entry, each with its fix; a few things the reader accepts
-but that are probably wrong (maps stretched over an image of another aspect ratio, an
-affine that does not cover the image, heat values that never reach the candidate
-threshold) are listed as warnings. The summary says what the folder holds.
+Everything the reader (:mod:`posegnn.data.maps`, :mod:`posegnn.contract`) would refuse
+is collected instead of raised, one problem per file or entry, each with its fix; so is
+an affine that puts the maps off their image (every candidate would land outside it) and
+heat values that never reach the candidate threshold. Maps stretched over an image of
+another aspect ratio (no affine) are a warning. The summary says what the folder holds.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from posegnn.data.candidates import CandidateConfig
-from posegnn.data.maps import (
+from posegnn.contract import (
     ANNOTATIONS,
     MAPS_DIR,
     DatasetError,
-    PoseMapsDataset,
+    affine_problem,
     npz_headers,
     read_maps,
+    stretch_problem,
 )
+from posegnn.data.candidates import CandidateConfig
+from posegnn.data.maps import PoseMapsDataset
 from posegnn.evaluation.coco import crowd_level
-
-ASPECT_TOLERANCE = 0.05  # maps and image aspect ratios may differ this much (rounding)
 
 
 @dataclass
@@ -80,14 +80,16 @@ _FIXES: tuple[tuple[tuple[str, ...], str], ...] = (
 
 
 def _fix_for(message: str) -> str:
-    """The fix for a reader's message (many already carry one after ';' or in '(...)')."""
+    """The fix for a reader's message: its own ``; fix: ...``, else the table's."""
+    if "; fix: " in message:
+        return message.split("; fix: ", 1)[1]
     text = message.lower()
     return next((fix for words, fix in _FIXES if all(w in text for w in words)),
                 "see docs/dataset_contract.md")
 
 
 def _problem(message: str) -> Problem:
-    where, _, what = message.partition(": ")
+    where, _, what = message.split("; fix: ", 1)[0].partition(": ")
     return Problem(where, what or message, _fix_for(message))
 
 
@@ -130,28 +132,6 @@ class _MapStats:
         self.affines += "map_to_image" in headers
         for rng, arr in ((self.heat_range, maps.heatmaps), (self.tag_range, maps.tags)):
             rng[0], rng[1] = min(rng[0], float(arr.min())), max(rng[1], float(arr.max()))
-
-
-def _geometry_warning(path: Path, image: dict, maps, has_affine: bool) -> str | None:
-    """Maps that look misplaced on their image: stretched, or an affine off the image."""
-    hh, wh = maps.heatmaps.shape[1:]
-    w, h = image["width"], image["height"]
-    if not has_affine:
-        ratio = (wh / hh) / (w / h)
-        if abs(ratio - 1) > ASPECT_TOLERANCE:
-            return (f"{path}: maps of {wh}x{hh} are stretched over an image of {w}x{h} "
-                    "(no map_to_image); if the network ran on a padded or letterboxed "
-                    "input, write map_to_image (docs/real_networks.md)")
-        return None
-    (x0, y0), (x1, y1) = maps.heatmap_to_image(np.array([[0.0, 0.0], [wh, hh]]))
-    lo_x, hi_x, lo_y, hi_y = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
-    tol_x, tol_y = ASPECT_TOLERANCE * w, ASPECT_TOLERANCE * h
-    covers = lo_x <= tol_x and lo_y <= tol_y and hi_x >= w - tol_x and hi_y >= h - tol_y
-    if not covers or (hi_x - lo_x) > 4 * w or (hi_y - lo_y) > 4 * h:
-        return (f"{path}: map_to_image puts the heatmap at x {lo_x:.0f}..{hi_x:.0f}, "
-                f"y {lo_y:.0f}..{hi_y:.0f}, which does not fit the {w}x{h} image; is it the "
-                "inverse affine (image to heatmap)? It must map heatmap pixels to image pixels")
-    return None
 
 
 def check_dataset(root: str | Path, sigmas: list[float] | None = None,
@@ -200,7 +180,7 @@ def check_dataset(root: str | Path, sigmas: list[float] | None = None,
     if len(missing) > 20:
         found(f"{maps_dir}: no maps for {len(missing) - 20} more listed images")
 
-    stats, geometry = _MapStats(), []
+    stats, stretched, off_image = _MapStats(), [], []
     k = ds.layout.num_joints
     for stem, image_id in listed.items():
         path = on_disk.get(stem)
@@ -208,7 +188,7 @@ def check_dataset(root: str | Path, sigmas: list[float] | None = None,
             continue
         try:
             headers = npz_headers(path)
-            maps = read_maps(path, ds.image(image_id), k, ds.max_map_mib)
+            maps = read_maps(path, ds.image(image_id), k, ds.max_map_mib, ds.layout.name)
         except DatasetError as err:
             found(str(err))
             continue
@@ -216,14 +196,26 @@ def check_dataset(root: str | Path, sigmas: list[float] | None = None,
             found(f"{path}: unreadable npz ({type(err).__name__}: {err})")
             continue
         stats.add(headers, maps)
-        warning = _geometry_warning(path, ds.image(image_id), maps, "map_to_image" in headers)
-        if warning:
-            geometry.append(warning)
-    if geometry:
-        more = f" (and {len(geometry) - 1} more images like it)" if len(geometry) > 1 else ""
-        where, _, what = geometry[0].partition(": ")
-        result.warnings.append(Problem(where, what + more,
-                                       "write map_to_image [2, 3], heatmap to image pixels"))
+        image = ds.image(image_id)
+        if "map_to_image" in headers:
+            problem = affine_problem(maps.map_to_image, maps.heatmaps.shape, image["width"],
+                                     image["height"])
+            if problem:
+                off_image.append(f"{path}: {problem}")
+        else:
+            problem = stretch_problem(maps.heatmaps.shape, image["width"], image["height"])
+            if problem:
+                stretched.append(f"{path}: {problem}")
+    for messages, to in ((off_image, found), (stretched, None)):
+        if not messages:
+            continue
+        more = f" (and {len(messages) - 1} more images like it)" if len(messages) > 1 else ""
+        head, _, fix = messages[0].partition("; fix: ")
+        message = f"{head}{more}; fix: {fix}"
+        if to is not None:
+            to(message)
+        else:
+            result.warnings.append(_problem(message))
     _summarize_maps(stats, len(listed), result)
     threshold = CandidateConfig().threshold
     if stats.read and stats.heat_range[1] <= threshold:

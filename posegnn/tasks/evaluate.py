@@ -7,6 +7,7 @@ from pathlib import Path
 
 from posegnn.checkpoints import load_module
 from posegnn.config import EvalConfig
+from posegnn.contract import off_image_warning
 from posegnn.data.datamodule import PoseGraphDataModule
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
@@ -23,11 +24,16 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress)
     module = None
     if cfg.ckpt_path or "gnn" in groupings.run:
-        module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name))
+        module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name),
+                             layout=dm.layout.name)
         if cfg.graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
         dm.graph_cfg = module.graph_cfg
     dataset = dm.dataset(cfg.split)
+    source = dm.source(cfg.split)[0]
+    warning = off_image_warning(dataset.graphs, source.image, str(source.root))
+    if warning:
+        log.warning(warning)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
                                  module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
                                  results_dir=out_dir, progress=cfg.progress,

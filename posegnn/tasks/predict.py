@@ -11,11 +11,12 @@ import numpy as np
 
 from posegnn.checkpoints import load_module
 from posegnn.config import PredictConfig
+from posegnn.contract import off_image_warning
 from posegnn.data.cache import build_graphs
 from posegnn.data.graph import AddEdges, GraphConfig, GraphList
 from posegnn.data.maps import DatasetError, PoseMapsDataset
 from posegnn.evaluation.runner import edge_probabilities, group_images
-from posegnn.figures import draw_people, save_figure
+from posegnn.figures import MIN_SCORE, above_score, draw_people, save_figure
 from posegnn.io import write_json
 from posegnn.pretrained import shipped_checkpoint
 
@@ -23,20 +24,27 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
-    """Write the COCO results of ``cfg.method`` for ``cfg.input`` to ``cfg.out``;
-    returns the number of people found. Graph settings come from the checkpoint.
-    ``cfg.draw > 0`` also draws that many images' people into ``<out_dir>/figures/``."""
+    """Write the COCO results of the grouping ``cfg.grouping.run[0]`` (gnn or ae) for
+    ``cfg.input`` to ``cfg.out``; returns the number of people found. gnn takes
+    ``cfg.ckpt_path``, else the model shipped for the layout; graph settings come from the
+    checkpoint. ``cfg.draw > 0`` also draws that many images' people into
+    ``<out_dir>/figures/``."""
+    name = cfg.grouping.run[0]
     ds = PoseMapsDataset(cfg.input, require_annotations=False)
     module = None
-    if cfg.ckpt_path or cfg.method == "gnn":
-        module = load_module(cfg.ckpt_path or shipped_checkpoint(ds.layout.name))
+    if cfg.ckpt_path or name == "gnn":
+        module = load_module(cfg.ckpt_path or shipped_checkpoint(ds.layout.name),
+                             layout=ds.layout.name)
     graph = module.graph_cfg if module is not None else GraphConfig()
     graphs = build_graphs(ds, ds.image_ids, graph, desc="building graphs", progress=cfg.progress)
+    warning = off_image_warning(graphs, ds.image, str(ds.root))
+    if warning:
+        log.warning(warning)
     dataset = GraphList(graphs, AddEdges(ds.layout, graph.edges))
     probs = (edge_probabilities(module, dataset, cfg.batch_size, cfg.progress)
-             if cfg.method == "gnn" else None)
-    settings = getattr(cfg.groupings, cfg.method, None)
-    results, _ = group_images(cfg.method, settings, ds.layout, graphs, probs, cfg.progress,
+             if name == "gnn" else None)
+    settings = getattr(cfg.grouping, name)
+    results, _ = group_images(name, settings, ds.layout, graphs, probs, cfg.progress,
                               ds.load_maps, scorer=module.scorer if module is not None else None)
     write_json(cfg.out, results)
     if cfg.draw > 0:
@@ -49,29 +57,33 @@ def predict(cfg: PredictConfig, out_dir: str | Path | None = None) -> int:
 
 
 def draw_predictions(ds: PoseMapsDataset, results: list[dict], out: Path, count: int,
-                     images: str | None = None, min_score: float = 0.0) -> list[Path]:
+                     images: str | None = None, min_score: float = MIN_SCORE) -> list[Path]:
     """``predict_<image id>.png`` for the first ``count`` images: the people of
-    ``results`` (COCO keypoint results) over the image from the ``images`` folder (its
-    ``file_name``) or over the max-projection of its heatmaps."""
+    ``results`` (COCO keypoint results) scored at least ``min_score``, each with its
+    score, over the image from the ``images`` folder (its ``file_name``) or over the
+    max-projection of its heatmaps."""
     k = ds.layout.num_joints
-    by_image: dict[int, list[np.ndarray]] = defaultdict(list)
+    by_image: dict[int, list[dict]] = defaultdict(list)
     for r in results:
-        if r["score"] >= min_score:
-            by_image[r["image_id"]].append(np.asarray(r["keypoints"], np.float64).reshape(k, 3))
+        by_image[r["image_id"]].append(r)
     paths = []
     for image_id in ds.image_ids[:count]:
         info = ds.image(image_id)
-        people = np.asarray(by_image.get(image_id, []), np.float64).reshape(-1, k, 3)
-        title = f"image {image_id}: {len(people)} people"
+        found = by_image.get(image_id, [])
+        people = np.asarray([r["keypoints"] for r in found], np.float64).reshape(-1, k, 3)
+        people, scores, left_out = above_score(
+            people, np.asarray([r["score"] for r in found], np.float64), min_score)
+        title = f"image {image_id}: {len(people)} people scored >= {min_score:g}" + (
+            f" ({left_out} below)" if left_out else "")
         if images is not None:
             picture = _read_image(Path(images) / info["file_name"], info)
             fig = draw_people(people, ds.layout, info["width"], info["height"], image=picture,
-                              title=title)
+                              title=title, scores=scores)
         else:
             maps = ds.load_maps(image_id)
             fig = draw_people(people, ds.layout, info["width"], info["height"],
                               heat=maps.heatmaps.max(axis=0), map_to_image=maps.map_to_image,
-                              title=title + " (over the heatmaps)")
+                              title=title + " (over the heatmaps)", scores=scores)
         paths.append(save_figure(fig, out / f"predict_{image_id}.png"))
     return paths
 

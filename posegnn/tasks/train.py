@@ -41,6 +41,7 @@ from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
 from posegnn.models.module import PosegnnModule
 from posegnn.models.person_scorer import fit_person_scorer
+from posegnn.pretrained import shipped_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,12 @@ def build_module(cfg: TrainConfig, dm: PoseGraphDataModule) -> PosegnnModule:
         feature_std=dm.feature_std.tolist() if use_stats else None,
         num_joints=dm.layout.num_joints)
     if cfg.finetune_from:
-        source = load_module(cfg.finetune_from)
-        check_graph_compatible(source.graph_cfg, cfg.graph, cfg.finetune_from)
+        path = (shipped_checkpoint(dm.layout.name) if cfg.finetune_from == "shipped"
+                else cfg.finetune_from)
+        source = load_module(path)
+        check_graph_compatible(source.graph_cfg, cfg.graph, path)
         module.net.load_state_dict(source.net.state_dict())
-        log.info("fine-tuning from the weights of %s", cfg.finetune_from)
+        log.info("fine-tuning from the weights of %s", path)
     return module
 
 

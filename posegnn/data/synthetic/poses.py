@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from posegnn.data.maps import DatasetError
+from posegnn.contract import DatasetError, person_area
 from posegnn.layouts import Layout, layout_from_category
 
 from .scene import Scene, crowd_index, facing_back, make_regions, region_distance
-
-AREA_FACTOR = 0.53  # crowdposetools' area for annotations without one
 
 
 def _fail(path: Path, what: str) -> DatasetError:
@@ -138,7 +136,7 @@ class PoseFile:
             bbox = [*lo.tolist(), *(hi - lo).tolist()]
         area = ann.get("area")
         if area is None:
-            area = round(AREA_FACTOR * bbox[2] * bbox[3], 2)
+            area = round(person_area(bbox), 2)
         return {"id": ann["id"], "image_id": int(ann["image_id"]),
                 "category_id": ann.get("category_id", self.category.get("id", 1)),
                 "keypoints": kp,

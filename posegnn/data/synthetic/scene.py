@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from posegnn.choices import one_of
+from posegnn.contract import person_area
 from posegnn.layouts import Layout
 
 from . import body
@@ -282,7 +283,7 @@ def _to_scene(people: dict, layout: Layout, image_id: int, w: int, h: int) -> Sc
             "keypoints": [float(v) if j % 3 < 2 else int(v)
                           for j, v in enumerate(kp.reshape(-1).tolist())],
             "num_keypoints": int((vis[i] > 0).sum()), "bbox": box.tolist(),
-            "area": round(float(0.53 * box[2] * box[3]), 2), "iscrowd": 0,
+            "area": round(person_area(box), 2), "iscrowd": 0,
         })
     return Scene(image=image, annotations=anns, joints=joints, labels=vis,
                  occluded=vis == 1, height=people["heights"], regions=people["regions"],

@@ -7,13 +7,11 @@ order and the npz archives carry a fixed timestamp.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import tempfile
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posegnn.choices import one_of
+from posegnn.contract import save_npz
 from posegnn.io import current_umask
 from posegnn.layouts import LAYOUTS, Layout, get_layout
 
@@ -37,7 +36,6 @@ from .detector import (
 from .poses import PoseFile
 from .scene import CROWDS, Scene, synthetic_scene
 
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SCENE_STREAM, DETECTOR_STREAM, RANGES_STREAM = 0, 1, 2
 
 
@@ -63,20 +61,6 @@ class SyntheticConfig:
 def image_rng(seed: int, image_id: int, stream: int) -> np.random.Generator:
     """The generator of one image: independent of the other images and of the order."""
     return np.random.default_rng(np.random.SeedSequence([seed, image_id, stream]))
-
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray], level: int = 6) -> None:
-    """``np.savez_compressed`` with fixed zip metadata, so equal arrays give equal bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED,
-                         compresslevel=level) as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=level)
 
 
 def category(layout: Layout, category_id: int = 1) -> dict:
