@@ -193,7 +193,8 @@ def is_worker(trainer: L.Trainer) -> bool:
 
 class RankGuard(L.Callback):
     """Every rank: end with the parent process (workers), compute the epoch's synced
-    metrics at the same point on all ranks, and name rank and stage on an error.
+    metrics at the same point on all ranks, stop on SIGTERM at the same batch as the
+    others, and name rank and stage on an error.
 
     The epoch-end sync fixes a deadlock: Lightning's progress bar, enabled on rank 0
     only, reads the epoch's metrics in ``on_train_epoch_end`` before the module's own
@@ -212,12 +213,39 @@ class RankGuard(L.Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         set_stage("test")
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's own handler, which flags SIGTERM on this rank alone and so can
+        # stop one rank a step before the others (which then wait in a collective)
+        self._sigterm = False
+        if trainer.world_size > 1 and hasattr(signal, "SIGTERM"):
+            self._previous = signal.signal(signal.SIGTERM, self._note_sigterm)
+
+    def _note_sigterm(self, *_) -> None:
+        self._sigterm = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        """Every rank learns of a SIGTERM at the same batch, then stops there."""
+        if getattr(self, "_previous", None) is None:
+            return
+        flag = torch.tensor([float(self._sigterm)], device=trainer.strategy.root_device)
+        if trainer.strategy.reduce(flag, reduce_op="max").item() > 0:
+            trainer._signal_connector.received_sigterm = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if getattr(self, "_previous", None) is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
             trainer.callback_metrics  # noqa: B018 (computes, with the collectives, once)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
+        self._restore()
         if trainer.world_size > 1 and not spawn_parent(trainer):  # (ddp: every rank)
             name_failure(exception, trainer.global_rank)
 
