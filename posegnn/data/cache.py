@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -94,8 +95,20 @@ def _worker_start(dataset: PoseMapsDataset) -> None:
 
 
 def _worker_chunk(image_ids: list[int], cfg: GraphConfig,
-                  skip_bad: bool) -> tuple[list[Data], list[str]]:
-    return _build_chunk(_worker_dataset, image_ids, cfg, skip_bad)
+                  skip_bad: bool) -> tuple[bytes, list[str]]:
+    """A chunk's graphs as the bytes of one packed blob: sent as tensors, each would
+    travel through its own shared-memory file (slow, and thousands of them)."""
+    graphs, skipped = _build_chunk(_worker_dataset, image_ids, cfg, skip_bad)
+    buffer = io.BytesIO()
+    torch.save(pack_graphs(pad_tags(graphs)), buffer)  # one tag width to pack; the
+    # builder pads again to the widest of all chunks, as it would have padded once
+    return buffer.getvalue(), skipped
+
+
+def _unpack_chunk(part: tuple[bytes, list[str]]) -> tuple[list[Data], list[str]]:
+    blob, skipped = part
+    return unpack_graphs(torch.load(io.BytesIO(blob), weights_only=True), Path("<worker>")), \
+        skipped
 
 
 def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
@@ -117,7 +130,8 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
         if workers > 1 and len(chunks) > 1:
             pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
                 min(workers, len(chunks)), initializer=_worker_start, initargs=(dataset,)))
-            parts = pool.imap(partial(_worker_chunk, cfg=cfg, skip_bad=skip_bad), chunks)
+            parts = map(_unpack_chunk, pool.imap(
+                partial(_worker_chunk, cfg=cfg, skip_bad=skip_bad), chunks))
         else:
             parts = (_build_chunk(dataset, chunk, cfg, skip_bad) for chunk in chunks)
         for chunk, (built, why) in zip(chunks, parts, strict=True):
