@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_grouping.py
 	$(BIN)/python benchmarks/bench_refine.py
+	$(BIN)/python benchmarks/bench_compile.py
 
 clean:
 	rm -rf outputs/data outputs/cache outputs/train outputs/eval outputs/multirun

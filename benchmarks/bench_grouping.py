@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from posegnn.grouping import AEGrouping, GNNGrouping
+from posegnn.grouping import build_grouping
 from posegnn.types import Candidates
 
 NUM_JOINTS = 14
@@ -71,10 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    methods = {"ae": AEGrouping(layout="crowdpose14", max_people=max(args.people)),
-               "gnn_greedy": GNNGrouping(layout="crowdpose14", decoder="greedy"),
-               "gnn_local_moves": GNNGrouping(layout="crowdpose14", decoder="local_moves"),
-               "gnn_parallel": GNNGrouping(layout="crowdpose14", decoder="parallel_moves")}
+    cp = "crowdpose14"
+    methods = {"ae": build_grouping("ae", layout=cp, max_people=max(args.people)),
+               "gnn_greedy": build_grouping("gnn", layout=cp, decoder="greedy"),
+               "gnn_local_moves": build_grouping("gnn", layout=cp, decoder="local_moves"),
+               "gnn_parallel": build_grouping("gnn", layout=cp, decoder="parallel_moves")}
     rng = np.random.default_rng(args.seed)
     print(f"{'people':>6} {'cands':>6} {'pairs':>7} | "
           + " | ".join(f"{name:>15} ms  F1 " for name in methods))

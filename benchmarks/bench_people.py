@@ -4,7 +4,7 @@ candidates (pairs + edge attributes, model, decode) against ae on the same candi
     python benchmarks/bench_people.py --ckpt NEW.ckpt
     git archive <old commit> | tar -x -C ../posegnn-before
     python benchmarks/bench_people.py --ckpt NEW.ckpt --baseline OLD.ckpt \\
-        --baseline-src ../posegnn-before --images 3 --repeat 5
+        --baseline-src ../posegnn-before --images 3 --repeat 5 [--refine]
 
 People come from a packed synthetic crowd (about 60 per image): for each count P, the P
 largest people of each image are kept and the network's maps simulated for them alone
@@ -14,8 +14,9 @@ torch thread, so both are measured in one run on one machine and each reports it
 peak RSS. Stage times are the median of ``--repeat`` runs per image, averaged over
 images; with ``--rounds R`` the pipelines run R times in turn and each figure is the
 median over rounds; ``--clock cpu`` times the worker thread's CPU time instead of the
-elapsed time. Without ``--ckpt`` an untrained default model is timed (its probabilities, and
-so the decoder's work, are not realistic).
+elapsed time; ``--refine`` also times both groupings with HigherHRNet's refine on. Without
+``--ckpt`` an untrained default model is timed (its probabilities, and so the decoder's
+work, are not realistic).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def median_ms(fn, repeat: int, clock=time.perf_counter) -> tuple[float, object]:
 
 
 def time_image(g, edges, module, gnn, ae, repeat: int,
-               clock=time.perf_counter) -> tuple[dict[str, float], int]:
-    """Median milliseconds of each stage on one vertex graph, and its scored pairs."""
+               clock=time.perf_counter, maps=None) -> tuple[dict[str, float], int]:
+    """Median milliseconds of each stage on one vertex graph, and its scored pairs; with
+    the image's ``maps``, also both groupings with HigherHRNet's refine on."""
     import torch
 
     from posegnn.evaluation.runner import candidates_of
@@ -91,6 +93,10 @@ def time_image(g, edges, module, gnn, ae, repeat: int,
     times["decode"], _ = median_ms(partial(gnn.group, cands, pair_index=pair_index,
                                            prob=prob), repeat, clock)
     times["ae"], _ = median_ms(partial(ae.group, cands), repeat, clock)
+    if maps is not None:
+        times["decode_refine"], _ = median_ms(partial(gnn.group, cands, pair_index=pair_index,
+                                                      prob=prob, maps=maps), repeat, clock)
+        times["ae_refine"], _ = median_ms(partial(ae.group, cands, maps=maps), repeat, clock)
     return times, pair_index.shape[1]
 
 
@@ -127,15 +133,20 @@ def worker(args) -> None:
         gnn = build_grouping("gnn", layout=ds.layout, **settings,
                              **({"scorer": scorer} if scorer is not None else {}))
         ae = build_grouping("ae", layout=ds.layout)
-        t = {"edges": [], "model": [], "decode": [], "ae": []}
+        t = {"edges": [], "model": [], "decode": [], "ae": [], "decode_refine": [],
+             "ae_refine": []}
         pairs = 0
+        if people == min(datasets):  # once, untimed: compiles (or loads) numba's kernels
+            time_image(graphs[0], edges, module, gnn, ae, 1, CLOCKS[args.clock],
+                       ds.load_maps(int(graphs[0].image_id)))
         for g in graphs:
+            maps = ds.load_maps(int(g.image_id)) if args.refine else None
             times, num_pairs = time_image(g, edges, module, gnn, ae, args.repeat,
-                                          CLOCKS[args.clock])
+                                          CLOCKS[args.clock], maps)
             for k, v in times.items():
                 t[k].append(v)
             pairs += num_pairs
-        row = {k: statistics.mean(v) for k, v in t.items()}
+        row = {k: statistics.mean(v) for k, v in t.items() if v}
         row.update(people=people, pairs=pairs / len(graphs),
                    candidates=sum(g.num_nodes for g in graphs) / len(graphs),
                    peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -168,9 +179,10 @@ def load(ckpt: str | None, datasets: dict[int, str]):
 
 
 def run_pipeline(ckpt: Path | None, src: Path, datasets: dict[int, str],
-                 repeat: int, clock: str = "wall") -> dict:
+                 repeat: int, clock: str = "wall", refine: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--repeat", str(repeat), "--clock", clock,
-           "--datasets", json.dumps(datasets)] + (["--ckpt", str(ckpt)] if ckpt else [])
+           "--datasets", json.dumps(datasets)] + (["--ckpt", str(ckpt)] if ckpt else []) + (
+        ["--refine"] if refine else [])
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
@@ -200,6 +212,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="runs of each pipeline, alternating new and old; each figure is "
                          "the median over rounds")
+    ap.add_argument("--refine", action="store_true",
+                    help="also time gnn and ae with HigherHRNet's refine on (the default)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--datasets", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -217,7 +231,8 @@ def main() -> None:
         done = {label: [] for label, _, _ in pipelines}
         for _ in range(args.rounds):
             for label, ckpt, src in pipelines:
-                done[label].append(run_pipeline(ckpt, src, datasets, args.repeat, args.clock))
+                done[label].append(run_pipeline(ckpt, src, datasets, args.repeat, args.clock,
+                                                args.refine))
         runs = [(label, median_run(done[label])) for label, _, _ in pipelines]
     print("| code | people | candidates | pairs | pairs+attrs ms | model ms | decode ms "
           "| gnn total ms | ae ms | gnn / ae | peak RSS MiB |")
@@ -229,6 +244,16 @@ def main() -> None:
             print(f"| {label} | {people} | {r['candidates']:.0f} | {r['pairs']:,.0f} | "
                   f"{r['edges']:.2f} | {r['model']:.2f} | {r['decode']:.2f} | {total:.2f} | "
                   f"{r['ae']:.2f} | {total / r['ae']:.1f} | {r['peak_rss_mib']:.0f} |")
+    if args.refine:
+        print("\nWith HigherHRNet's refine on for both (the default):\n")
+        print("| code | people | gnn + refine ms | ae + refine ms | gnn / ae |")
+        print("|---|---|---|---|---|")
+        for people in args.people:
+            for label, run in runs:
+                r = next(r for r in run["rows"] if r["people"] == people)
+                total = r["edges"] + r["model"] + r["decode_refine"]
+                print(f"| {label} | {people} | {total:.2f} | {r['ae_refine']:.2f} | "
+                      f"{total / r['ae_refine']:.2f} |")
     for label, run in runs:
         print(f"{label}: edges={run['edges']}, grouping settings {run['settings']}")
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from posegnn.callbacks.checkpoint import RUN_SETTINGS
-from posegnn.data.datamodule import DataConfig
 from posegnn.data.graph import GraphConfig, stored_graph
 from posegnn.io import atomic_torch_save
 from posegnn.models.module import PosegnnModule
 
+if TYPE_CHECKING:
+    from posegnn.data.datamodule import DataConfig
+
+RUN_SETTINGS = "posegnn_run"  # the checkpoint entry of the run's data and graph settings
 # Data settings that say where files live or how they are read, not what the data is.
 DATA_KEYS_IGNORED = {"root", "cache_dir", "num_workers"}
 GRAPH_KEYS_IGNORED = {"match_threshold"}  # labels only; the network never sees them
@@ -116,7 +119,7 @@ def check_resume(ckpt_path: str | Path, data: DataConfig, graph: GraphConfig,
     diff = []
     if state["data"] is not None:
         diff += differing_keys(state["data"], asdict(data), "data", DATA_KEYS_IGNORED,
-                               asdict(DataConfig()))
+                               asdict(type(data)()))
     if state["graph"] is not None:
         diff += differing_keys(stored_graph(state["graph"]), asdict(graph), "graph",
                                GRAPH_KEYS_IGNORED,

@@ -71,7 +71,6 @@ class WandbConfig:
     name: str | None = None  # defaults to the run's overrides
     tags: list[str] = field(default_factory=list)
     log_model: bool = True  # the best checkpoint as an artifact
-    num_example_images: int = 4
 
 
 @dataclass
@@ -106,7 +105,7 @@ class GroupingConfig:
     gnn: GNNGroupingConfig = field(default_factory=GNNGroupingConfig)
     ae: AEGroupingConfig = field(default_factory=AEGroupingConfig)
     oracle: OracleGroupingConfig = field(default_factory=OracleGroupingConfig)
-    max_dets: int = 20
+    max_dets: int = 20  # people per image that COCOeval scores
 
 
 @dataclass

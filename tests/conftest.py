@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# the compiled kernels' cache, shared by every test process of every run (each kernel
+# compiles once; before numba is first imported)
+os.environ.setdefault("NUMBA_CACHE_DIR",
+                      str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "numba"))
 
-from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset  # noqa: E402
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

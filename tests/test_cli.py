@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from posegnn.data.maps import PoseMapsDataset
+from posegnn.evaluation.coco import evaluate_keypoints
+from posegnn.layouts import CROWDPOSE14
 from tests.conftest import tiny_train_overrides
 
 pytestmark = pytest.mark.slow
@@ -124,8 +128,19 @@ def test_predict_writes_coco_results_for_a_dataset_without_annotations(trained, 
     run("posegnn-predict", f"ckpt_path={ckpt}", f"input={data}", f"out={out}",
         f"hydra.run.dir={tmp_path / 'run'}", "progress=false", cwd=tmp_path)
     results = json.loads(out.read_text())
-    assert {r["image_id"] for r in results} <= {img["id"] for img in ann["images"]}
-    assert all(len(r["keypoints"]) == 42 for r in results)
+    images = {img["id"]: img for img in ann["images"]}
+    assert {r["image_id"] for r in results} == set(images)  # people in every image
+    for r in results:
+        assert r["category_id"] == 1 and math.isfinite(r["score"]) and r["score"] > 0
+        kps = np.asarray(r["keypoints"], dtype=float).reshape(14, 3)
+        found = kps[:, 2] > 0
+        assert found.sum() >= 2  # a person is at least a pair of joints
+        img = images[r["image_id"]]
+        assert np.all((kps[found, 0] >= 0) & (kps[found, 0] <= img["width"]))
+        assert np.all((kps[found, 1] >= 0) & (kps[found, 1] <= img["height"]))
+    # the people are where the (withheld) annotations put them
+    gt = json.loads((small_dataset / "annotations.json").read_text())
+    assert evaluate_keypoints(gt, results, CROWDPOSE14.sigma_array)["AP50"] > 0.3
 
 
 def test_predict_without_checkpoint_uses_the_shipped_model(small_dataset, tmp_path):

@@ -67,17 +67,18 @@ def test_each_rank_trains_on_its_shard_and_metrics_cover_the_whole_split(ddp_run
     dm = build_datamodule(cfg, progress=False)
     dm.prepare_data()
     dm.setup("fit")
-    # val AP: once, over the whole val split, with the last epoch's weights (reloaded here,
-    # in one process), batched as the run's callback batches (other batch sizes may round
-    # the probabilities differently in the last bit, and a decoder decision with them)
+    # val AP: once, over the whole val split, with the best weights and the person scorer
+    # fitted on them (reloaded here, in one process: the test split ranks people so too),
+    # batched as the run's callback batches (other batch sizes may round the probabilities
+    # differently in the last bit, and a decoder decision with them)
+    best = load_module(next((run / "checkpoints").glob("best-*.ckpt")))
+    assert best.scorer is not None
     grouping = replace(cfg.grouping, run=["gnn"])
     val = evaluate_groupings(dm.ground_truth("val"), dm.layout, dm.dataset("val"), grouping,
-                             module=load_module(last), prefix="val",
-                             batch_size=cfg.data.batch_size,
-                             maps=dm.source("val")[0].load_maps)
-    assert metrics["val/gnn/AP"] == pytest.approx(val["val/gnn/AP"], rel=1e-6)  # float32 log
+                             module=best, prefix="val", batch_size=cfg.data.batch_size,
+                             maps=dm.images("val").load_maps)
+    assert metrics["val/gnn/AP"] == pytest.approx(val["val/gnn/AP"], rel=1e-6)
     # test edge accuracy: the best weights over the whole test split
-    best = load_module(next((run / "checkpoints").glob("best-*.ckpt")))
     tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                        enable_model_summary=False)
     tester.test(best, datamodule=dm, verbose=False)

@@ -234,34 +234,74 @@ def test_verbose_prints(capsys: pytest.CaptureFixture[str]) -> None:
     assert "AP=1.000" in capsys.readouterr().out
 
 
-def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset) -> None:
+def test_gnn_time_per_image_counts_pairs_model_and_decoding(small_dataset, monkeypatch) -> None:
     """``sec_per_image`` counts everything after the candidates for every grouping: a
-    delay put into the gnn's pair building shows in the gnn's time and nowhere else."""
-    import time
+    delay put into the gnn's pair building shows in the gnn's time and nowhere else. The
+    runner's clock is a fake one that only the delay moves, so nothing here is timed."""
+    import types
 
-    from posegnn.config import AEGroupingConfig, GNNGroupingConfig, GroupingConfig
+    import posegnn.evaluation.runner as runner
+    from posegnn.config import (
+        AEGroupingConfig,
+        GNNGroupingConfig,
+        GroupingConfig,
+        OracleGroupingConfig,
+    )
     from posegnn.data.cache import build_graphs
     from posegnn.data.graph import AddEdges, GraphConfig, GraphList
     from posegnn.data.maps import PoseMapsDataset
-    from posegnn.evaluation.runner import evaluate_groupings
     from posegnn.models.module import PosegnnModule
 
+    clock = {"now": 0.0}
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
     ds = PoseMapsDataset(small_dataset)
     cfg = GraphConfig()
     graphs = build_graphs(ds, ds.image_ids[:4], cfg, progress=False)
     edges = AddEdges(ds.layout, cfg.edges)
 
     def slow_edges(data):
-        time.sleep(0.05)
+        clock["now"] += 5.0
         return edges(data)
 
     sample = edges(graphs[0])
     module = PosegnnModule(sample.x.shape[1], sample.edge_attr.shape[1], graph=cfg)
-    metrics = evaluate_groupings(ds.coco_dict(ds.image_ids[:4]), ds.layout,
-                                 GraphList(graphs, slow_edges),
-                                 GroupingConfig(run=["gnn", "ae"],
-                                                gnn=GNNGroupingConfig(refine=False),
-                                                ae=AEGroupingConfig(refine=False)),  # decoding
-                                 module=module, batch_size=2)
-    assert metrics["test/gnn/sec_per_image"] >= 0.05
-    assert metrics["test/ae/sec_per_image"] < 0.05
+    metrics = runner.evaluate_groupings(ds.coco_dict(ds.image_ids[:4]), ds.layout,
+                                        GraphList(graphs, slow_edges),
+                                        GroupingConfig(run=["gnn", "ae", "oracle"],
+                                                       gnn=GNNGroupingConfig(refine=False),
+                                                       ae=AEGroupingConfig(refine=False),
+                                                       oracle=OracleGroupingConfig(refine=False)),
+                                        module=module, batch_size=2)
+    assert metrics["test/gnn/sec_per_image"] == pytest.approx(5.0)
+    assert metrics["test/ae/sec_per_image"] == 0.0
+    assert metrics["test/oracle/sec_per_image"] == 0.0
+
+
+def test_an_evaluation_decompresses_each_maps_file_once(small_dataset, tmp_path, monkeypatch):
+    """posegnn-eval on a split without cached graphs builds them from the same maps its
+    refinement reads, and caches them: each npz is decompressed once, cold or warm, and
+    both runs give the same metrics (small chunks: the split spans several)."""
+    from posegnn.config import EvalConfig
+    from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
+    from posegnn.data.maps import PoseMapsDataset
+    from posegnn.tasks.evaluate import evaluate
+
+    reads: list[int] = []
+    real = PoseMapsDataset.load_maps
+    monkeypatch.setattr(PoseMapsDataset, "load_maps",
+                        lambda self, i: reads.append(int(i)) or real(self, i))
+    monkeypatch.setattr(PoseGraphDataModule, "evaluation_chunks",
+                        lambda self, split, size, real=PoseGraphDataModule.evaluation_chunks:
+                        real(self, split, 3))
+    cfg = EvalConfig(data=DataConfig(kind="maps", test=str(small_dataset),
+                                     cache_dir=str(tmp_path / "cache")), progress=False)
+    ids = sorted(PoseMapsDataset(small_dataset).image_ids)
+    runs = []
+    for name in ("cold", "warm"):
+        reads.clear()
+        runs.append(evaluate(cfg, tmp_path / name))
+        assert sorted(reads) == ids, name
+    assert len(list((tmp_path / "cache").glob("test-*.pt"))) == 1
+    keys = [k for k in runs[0] if "sec_per_image" not in k]
+    assert {k: runs[0][k] for k in keys} == {k: runs[1][k] for k in keys}
+    assert runs[0]["test/gnn/AP"] > 0.3 and runs[0]["test/ae/AP"] > 0.1

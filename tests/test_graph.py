@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -28,7 +31,7 @@ def test_peaks_are_refined_to_sub_pixel_positions():
     assert peaks.joint.tolist() == [0, 1]
     expected = torch.tensor([[20.3, 31.7], [40.6, 10.2]])
     assert torch.allclose(peaks.uv, expected, atol=0.15)
-    coarse = find_peaks(heat, CandidateConfig(threshold=0.5, refine=False))
+    coarse = find_peaks(heat, CandidateConfig(threshold=0.5, subpixel=False))
     assert (coarse.uv - expected).abs().max() > (peaks.uv - expected).abs().max()
 
 
@@ -160,11 +163,35 @@ def test_feature_switches_and_normalization(small_dataset):
         GraphConfig(normalization="global")
 
 
-def test_graphs_do_not_depend_on_the_process(small_dataset):
-    _, a, _ = _graph(small_dataset, index=3)
-    _, b, _ = _graph(small_dataset, index=3)
-    for key in ("x", "pos", "joint", "person"):
-        assert torch.equal(a[key], b[key])
+_BUILD_IN_A_FRESH_PROCESS = """
+import sys, torch
+from posegnn.data.graph import AddEdges, GraphConfig, build_vertices
+from posegnn.data.maps import PoseMapsDataset
+ds = PoseMapsDataset(sys.argv[1])
+image_id = ds.image_ids[3]
+gt, areas = ds.gt_keypoints(image_id)
+g = AddEdges(ds.layout, GraphConfig().edges)(
+    build_vertices(ds.load_maps(image_id), ds.layout, GraphConfig(), gt, areas))
+torch.save({k: g[k] for k in sys.argv[3:]}, sys.argv[2])
+"""
+
+
+def test_graphs_do_not_depend_on_the_process(small_dataset, tmp_path):
+    """Two fresh interpreters with different hash seeds build the same graph, bit for bit."""
+    keys = ["x", "pos", "joint", "person", "edge_index", "edge_attr", "pair_index", "y"]
+    built = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"graph-{seed}.pt"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-c", _BUILD_IN_A_FRESH_PROCESS,
+                               str(small_dataset), str(out), *keys],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        built.append(torch.load(out, weights_only=True))
+    a, b = built
+    for key in keys:
+        assert a[key].numel() > 0, key
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_cache_key_covers_data_and_every_vertex_setting(small_dataset):
@@ -224,6 +251,23 @@ def test_datamodule_on_a_maps_dataset_splits_val_off_train(small_dataset, tmp_pa
     assert 0 < stats["positive_pairs"] < 0.9 and stats["matched_candidates"] > 0.5
     assert 0.5 < stats["gt_joints_covered"] <= 1 and stats["images"] == 6
     assert dm.feature_mean.shape == (dm.dims()[0],)
+
+
+def test_an_evaluation_datamodule_generates_and_opens_only_its_split(tmp_path):
+    """The layout and the graphs of a job limited to the test split come from that split:
+    no other synthetic split is generated; other graph settings keep the opened data."""
+    data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                      synthetic=SyntheticSplits(num_train=3, num_val=2, num_test=2,
+                                                layout="coco17"))
+    dm = PoseGraphDataModule(data, GraphConfig(), progress=False, splits=("test",))
+    assert dm.layout.name == "coco17" and dm.available_splits() == ("test",)
+    other = dm.with_graph(GraphConfig(normalization="per_map"))
+    assert len(other.dataset("test")) == 2 and other.graph_cfg.normalization == "per_map"
+    assert len(other.dataset("test", limit=1)) == 1
+    assert other.ground_truth("test", limit=1)["images"][0]["id"] == int(
+        other.dataset("test").graphs[0].image_id)
+    generated = [p.name.split("-")[1] for p in (tmp_path / "data").glob("synthetic-*")]
+    assert generated == ["test"]
 
 
 def test_datamodule_reports_missing_splits(tmp_path):

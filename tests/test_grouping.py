@@ -8,7 +8,9 @@ import pytest
 from posegnn.choices import SettingError
 from posegnn.evaluation import evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping, build_grouping
+from posegnn.grouping.ae import AEGroupingConfig
 from posegnn.grouping.gnn import (
+    GNNGroupingConfig,
     dense_probabilities,
     greedy_decode,
     local_moves_decode,
@@ -77,10 +79,11 @@ def perfect_prob(pair_index: np.ndarray, person: np.ndarray) -> np.ndarray:
 
 
 def groupings(layout: Layout) -> dict[str, object]:
-    return {"ae": AEGrouping(layout=layout), "oracle": OracleGrouping(layout=layout),
-            "gnn_greedy": GNNGrouping(layout=layout, decoder="greedy"),
-            "gnn_local_moves": GNNGrouping(layout=layout, decoder="local_moves"),
-            "gnn_parallel_moves": GNNGrouping(layout=layout, decoder="parallel_moves")}
+    return {"ae": build_grouping("ae", layout=layout),
+            "oracle": build_grouping("oracle", layout=layout),
+            "gnn_greedy": build_grouping("gnn", layout=layout, decoder="greedy"),
+            "gnn_local_moves": build_grouping("gnn", layout=layout, decoder="local_moves"),
+            "gnn_parallel_moves": build_grouping("gnn", layout=layout, decoder="parallel_moves")}
 
 
 def run(grouping, cands: Candidates, person: np.ndarray, prob: np.ndarray | None = None,
@@ -197,9 +200,10 @@ def test_empty_and_undetected() -> None:
         assert len(people) == 0 and people.keypoints.shape == (0, 14, 3), name
     rng = np.random.default_rng(4)
     cands, person = exact_candidates(make_people(2, 14, rng), rng)
-    assert len(AEGrouping(layout="crowdpose14", detection_threshold=1.0).group(cands)) == 0
-    assert len(OracleGrouping(num_joints=14).group(cands, person=np.full(28, -1))) == 0
-    gnn = GNNGrouping(num_joints=14, min_keypoints=2)
+    ae = build_grouping("ae", layout="crowdpose14", detection_threshold=1.0)
+    assert len(ae.group(cands)) == 0
+    assert len(build_grouping("oracle", num_joints=14).group(cands, person=np.full(28, -1))) == 0
+    gnn = build_grouping("gnn", num_joints=14, min_keypoints=2)
     pair_index = all_pairs(cands)
     assert len(gnn.group(cands, pair_index=pair_index, prob=np.zeros(pair_index.shape[1]))) == 0
 
@@ -209,8 +213,8 @@ def test_min_keypoints_drops_small_people() -> None:
     cands, person = exact_candidates(make_people(2, 14, rng), rng)
     person = person.copy()
     person[np.flatnonzero(person == 1)[:11]] = -1  # person 1 keeps 3 candidates
-    for cls in (OracleGrouping, GNNGrouping):
-        people = run(cls(num_joints=14, min_keypoints=4), cands, person)
+    for name in ("oracle", "gnn"):
+        people = run(build_grouping(name, num_joints=14, min_keypoints=4), cands, person)
         assert len(people) == 1 and np.count_nonzero(people.assignment >= 0) == 14
 
 
@@ -222,12 +226,13 @@ def test_unknown_pairs_carry_no_evidence() -> None:
     chain = np.stack([order[:-1], order[1:]])
     chain = chain[:, person[chain[0]] == person[chain[1]]]
     for decoder in ("greedy", "local_moves", "parallel_moves"):
-        g = GNNGrouping(num_joints=14, decoder=decoder, linkage="mean")
+        g = build_grouping("gnn", num_joints=14, decoder=decoder, linkage="mean")
         people = g.group(cands, pair_index=chain, prob=np.full(chain.shape[1], 0.9))
         assert len(people) == 3, decoder
         if decoder == "parallel_moves":
             continue  # unknown_prob needs the dense matrix
-        pessimistic = GNNGrouping(num_joints=14, decoder=decoder, unknown_prob=0.1, threshold=0.5)
+        pessimistic = build_grouping("gnn", num_joints=14, decoder=decoder, unknown_prob=0.1,
+                                     threshold=0.5)
         prob = np.full(chain.shape[1], 0.9)
         assert len(pessimistic.group(cands, pair_index=chain, prob=prob)) > 3
 
@@ -279,7 +284,7 @@ def test_local_moves_fix_a_greedy_mistake() -> None:
     local = local_moves_decode(pair_weights(p, known, joint), joint, greedy)
     assert local[0] == local[2] == local[3] and local[1] != local[0]
     cands = Candidates(np.arange(8).reshape(4, 2), joint, np.ones(4), np.zeros((4, 1)))
-    people = GNNGrouping(num_joints=3).group(cands, pair_index=pairs, prob=prob)
+    people = build_grouping("gnn", num_joints=3).group(cands, pair_index=pairs, prob=prob)
     np.testing.assert_array_equal(np.sort(np.bincount(people.assignment)), [1, 3])
 
 
@@ -302,7 +307,7 @@ def test_ae_degrades_when_tags_are_close() -> None:
     """Well separated tags group perfectly; overlapping tags mix people up."""
     rng = np.random.default_rng(8)
     scenes, sep, close = [], [], []
-    ae = AEGrouping(layout=CROWDPOSE14)
+    ae = build_grouping("ae", layout=CROWDPOSE14)
     for image_id in range(1, 6):
         joints = make_people(4, 14, rng)
         scenes.append((image_id, joints, None))
@@ -323,20 +328,21 @@ def test_ae_multidimensional_tags_and_threshold() -> None:
     cands, person = exact_candidates(joints, rng)
     angle = person * 2.0
     cands.tag = np.column_stack([np.cos(angle), np.sin(angle)]).astype(np.float32) * 5
-    people = AEGrouping(layout=CROWDPOSE14).group(cands)
+    people = build_grouping("ae", layout=CROWDPOSE14).group(cands)
     assert len(people) == 3
     # a tag threshold below every intra-person distance makes one person per candidate
     cands.tag += rng.normal(0, 0.5, cands.tag.shape).astype(np.float32)
-    people = AEGrouping(layout=CROWDPOSE14, tag_threshold=1e-3).group(cands)
+    people = build_grouping("ae", layout=CROWDPOSE14, tag_threshold=1e-3).group(cands)
     assert len(people) == len(cands)
 
 
 def test_ae_max_people() -> None:
     rng = np.random.default_rng(10)
     cands, person = exact_candidates(make_people(5, 14, rng), rng)
-    people = AEGrouping(layout=CROWDPOSE14, max_people=3, ignore_too_much=True).group(cands)
+    ae = build_grouping("ae", layout=CROWDPOSE14, max_people=3, ignore_too_much=True)
+    people = ae.group(cands)
     assert len(people) == 3  # the first joint type gives at most 3, later ones are skipped
-    people = AEGrouping(layout=CROWDPOSE14, max_people=3).group(cands)
+    people = build_grouping("ae", layout=CROWDPOSE14, max_people=3).group(cands)
     assert np.count_nonzero(people.assignment >= 0) == 3 * 14
 
 
@@ -348,6 +354,13 @@ def test_build_grouping() -> None:
     assert isinstance(build_grouping("ae", layout="coco17"), AEGrouping)
     assert isinstance(build_grouping("oracle", layout=CROWDPOSE14), OracleGrouping)
     assert build_grouping("ae", layout="crowdpose14").ae_order == CROWDPOSE14.ae_order
+    # a grouping holds its settings dataclass; a keyword setting replaces one field of it
+    base = GNNGroupingConfig(threshold=0.3)
+    built = build_grouping("gnn", base, num_joints=14, decoder="greedy")
+    assert built.settings == GNNGroupingConfig(threshold=0.3, decoder="greedy")
+    assert GNNGrouping(base, num_joints=14).settings is base
+    with pytest.raises(TypeError, match="takes a GNNGroupingConfig, not AEGroupingConfig"):
+        GNNGrouping(AEGroupingConfig(), num_joints=14)
     with pytest.raises(ValueError, match="unknown grouping"):
         build_grouping("nope", num_joints=14)
     with pytest.raises(ValueError, match="num_joints"):
@@ -414,20 +427,20 @@ def test_each_round_of_parallel_moves_raises_the_objective() -> None:
         w = pair_weights(p, known, cands.joint, 0.1)
         scores = []
         for rounds in (0, 1, 2, None):
-            people = GNNGrouping(num_joints=14, score="heat", max_rounds=rounds).group(
+            people = build_grouping("gnn", num_joints=14, score="heat", max_rounds=rounds).group(
                 cands, pair_index=pair_index, prob=prob)
             scores.append(objective(w, people.assignment))
         assert scores == sorted(scores)
         assert scores[0] < scores[-1]
     with pytest.raises(SettingError, match="max_rounds"):
-        GNNGrouping(num_joints=14, max_rounds=-1)
+        build_grouping("gnn", num_joints=14, max_rounds=-1)
 
 
 def test_person_score_is_heat_times_mean_internal_pair_probability() -> None:
     rng = np.random.default_rng(13)
     cands, person, pair_index, prob = noisy_scene(rng)
     for decoder in ("parallel_moves", "local_moves"):
-        people = GNNGrouping(num_joints=14, decoder=decoder).group(
+        people = build_grouping("gnn", num_joints=14, decoder=decoder).group(
             cands, pair_index=pair_index, prob=prob)
         a = people.assignment
         for k in range(len(people)):
@@ -436,7 +449,7 @@ def test_person_score_is_heat_times_mean_internal_pair_probability() -> None:
             expected = people.keypoints[k, :, 2].mean() * (np.mean(inside) if inside else 1.0)
             assert people.scores[k] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="dense decoder"):
-        GNNGrouping(num_joints=14, decoder="parallel_moves", unknown_prob=0.1)
+        build_grouping("gnn", num_joints=14, decoder="parallel_moves", unknown_prob=0.1)
 
 
 def test_candidates_unlikely_to_belong_join_nobody() -> None:
@@ -444,15 +457,15 @@ def test_candidates_unlikely_to_belong_join_nobody() -> None:
     cands, person, pair_index, prob = noisy_scene(rng)
     vertex_prob = np.where(person >= 0, 0.9, 0.05)
     vertex_prob[0] = 0.01  # a true keypoint the model doubts
-    kept = GNNGrouping(num_joints=14).group(cands, pair_index=pair_index, prob=prob)
-    dropped = GNNGrouping(num_joints=14, drop_below=0.1).group(
+    kept = build_grouping("gnn", num_joints=14).group(cands, pair_index=pair_index, prob=prob)
+    dropped = build_grouping("gnn", num_joints=14, drop_below=0.1).group(
         cands, pair_index=pair_index, prob=prob, vertex_prob=vertex_prob)
     assert (dropped.assignment[vertex_prob < 0.1] == -1).all()
     assert (kept.assignment[vertex_prob < 0.1] >= 0).any()
     with pytest.raises(ValueError, match="drop_below"):
-        GNNGrouping(num_joints=14, drop_below=1.0)
+        build_grouping("gnn", num_joints=14, drop_below=1.0)
     with pytest.raises(ValueError, match="vertex_prob"):
-        GNNGrouping(num_joints=14).group(cands, pair_index=pair_index, prob=prob,
+        build_grouping("gnn", num_joints=14).group(cands, pair_index=pair_index, prob=prob,
                                          vertex_prob=vertex_prob[:-1])
 
 
@@ -460,11 +473,11 @@ def test_learned_scores_come_from_the_scorer_on_each_persons_own_features() -> N
     rng = np.random.default_rng(22)
     cands, person, pair_index, prob = noisy_scene(rng)
     count_joints = lambda features: features[:, :14].sum(1)  # noqa: E731 (present flags)
-    learned = GNNGrouping(num_joints=14, scorer=count_joints).group(
+    learned = build_grouping("gnn", num_joints=14, scorer=count_joints).group(
         cands, pair_index=pair_index, prob=prob)
     np.testing.assert_array_equal(learned.scores, (learned.keypoints[:, :, 2] > 0).sum(1))
-    unfitted = GNNGrouping(num_joints=14, scorer=lambda features: None).group(
+    unfitted = build_grouping("gnn", num_joints=14, scorer=lambda features: None).group(
         cands, pair_index=pair_index, prob=prob)
-    heat_x_prob = GNNGrouping(num_joints=14, score="heat_x_prob").group(
+    heat_x_prob = build_grouping("gnn", num_joints=14, score="heat_x_prob").group(
         cands, pair_index=pair_index, prob=prob)
     np.testing.assert_array_equal(unfitted.scores, heat_x_prob.scores)

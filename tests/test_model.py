@@ -165,16 +165,89 @@ def test_checkpoint_refuses_graphs_built_otherwise():
         check_graph_compatible(trained, GraphConfig(normalization="per_map"), "x.ckpt")
 
 
+class _LearningRates(L.Callback):
+    """The learning rate each training epoch ran at, and each epoch's val/loss."""
+
+    def __init__(self) -> None:
+        self.lr: list[float] = []
+        self.val_loss: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.lr.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after that epoch's validation
+        self.val_loss.append(float(trainer.callback_metrics["val/loss"]))
+
+
+def _plateau_rates(lr: float, val_loss: list[float], factor: float) -> list[float]:
+    """ReduceLROnPlateau's rates, mode max, patience 0, written out: the rate falls by
+    ``factor`` after every epoch whose value is no relative 1e-4 above the best so far."""
+    rates, best = [lr], -float("inf")
+    for value in val_loss[:-1]:
+        if value > best * (1 + 1e-4) if best > 0 else value > best:
+            best = value
+        else:
+            lr *= factor
+        rates.append(lr)
+    return rates
+
+
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
 @pytest.mark.parametrize("scheduler", ["none", "cosine", "step", "plateau"])
 def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path):
-    g = graphs[0]
-    module = PosegnnModule(g.x.shape[1], g.edge_attr.shape[1], optimizer={"name": name},
-                           scheduler={"name": scheduler, "warmup_epochs": 1},
+    """The optimizer and scheduler named in the config are built with its values, and the
+    learning rate follows the schedule epoch by epoch."""
+    import math
+
+    L.seed_everything(0)
+    g, lr, epochs = graphs[0], 0.02, 5
+    module = PosegnnModule(g.x.shape[1], g.edge_attr.shape[1],
+                           optimizer={"name": name, "lr": lr, "weight_decay": 1e-3,
+                                      "momentum": 0.8, "nesterov": True},
+                           scheduler={"name": scheduler, "warmup_epochs": 1, "step_size": 2,
+                                      "gamma": 0.5, "patience": 0, "mode": "max"},
                            loss={"pos_weight": 3.0})
+    rates = _LearningRates()
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path), deterministic=True, callbacks=[rates])
     loader = _loader(graphs[:2])
-    _trainer(tmp_path, 2).fit(module, train_dataloaders=loader, val_dataloaders=loader)
-    assert torch.isfinite(torch.tensor(float(module.trainer.callback_metrics["train/loss"])))
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+
+    opt = trainer.optimizers[0]
+    expected_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                      "sgd": torch.optim.SGD}[name]
+    assert type(opt) is expected_class
+    group = opt.param_groups[0]
+    assert group["weight_decay"] == 1e-3
+    if name == "sgd":
+        assert group["momentum"] == 0.8 and group["nesterov"] is True
+    owned = {id(p) for p in module.net.parameters()}
+    assert {id(p) for p in group["params"]} == owned  # the network's, no person scorer
+
+    configs = trainer.lr_scheduler_configs
+    if scheduler == "none":
+        assert configs == []
+        expected = [lr] * epochs
+    elif scheduler == "cosine":  # one warm-up epoch at a tenth, then cosine over the rest
+        assert isinstance(configs[0].scheduler, torch.optim.lr_scheduler.SequentialLR)
+        expected = [lr * 0.1] + [lr * (1 + math.cos(math.pi * t / (epochs - 1))) / 2
+                                 for t in range(epochs - 1)]
+    elif scheduler == "step":
+        sched = configs[0].scheduler
+        assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
+        assert (sched.step_size, sched.gamma) == (2, 0.5)
+        expected = [lr, lr, lr / 2, lr / 2, lr / 4]
+    else:
+        sched = configs[0].scheduler
+        assert isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        assert (sched.factor, sched.patience, sched.mode) == (0.5, 0, "max")
+        assert configs[0].monitor == "val/loss"
+        expected = _plateau_rates(lr, rates.val_loss, 0.5)
+        if name != "sgd":  # Adam's loss falls here, so mode=max sees it stall: rates drop
+            assert expected[-1] < lr
+    assert len(rates.val_loss) == epochs and all(map(math.isfinite, rates.val_loss))
+    assert rates.lr == pytest.approx(expected, rel=1e-9)
 
 
 def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
@@ -198,8 +271,8 @@ def test_layers_and_the_edge_transform_follow_pyg_conventions(small_dataset):
 def test_the_person_scorer_learns_oks_and_travels_in_the_checkpoint(small_dataset, tmp_path):
     from posegnn.checkpoints import store_person_scorer
     from posegnn.data.datamodule import DataConfig, PoseGraphDataModule
+    from posegnn.evaluation.runner import fit_person_scorer
     from posegnn.grouping.gnn import GNNGroupingConfig
-    from posegnn.models.person_scorer import fit_person_scorer
 
     dm = PoseGraphDataModule(DataConfig(kind="maps", train=str(small_dataset),
                                         val_fraction=0.25, cache_dir=str(tmp_path)),

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from posegnn.config import CONF_DIR, register_schemas
 from posegnn.data.candidates import bilinear
 from posegnn.data.maps import ImageMaps
-from posegnn.grouping import AEGrouping, GNNGrouping, OracleGrouping
+from posegnn.grouping import build_grouping
 from posegnn.grouping.refine import (
     best_pixels,
     hottest_pixels,
@@ -68,8 +68,8 @@ def test_adjust_moves_a_keypoint_a_quarter_pixel_toward_the_higher_neighbour():
     maps = make_maps(heat, np.zeros((1, 6, 6)))
     # the candidate sits near its peak, with a sub-pixel offset of its own
     cands = Candidates(pos=[[5.3 * STRIDE, 5.8 * STRIDE]], joint=[0], score=[0.9], tag=[[0.0]])
-    plain = AEGrouping(num_joints=1, refine=False).group(cands, maps=maps)
-    adjusted = AEGrouping(num_joints=1, adjust=True, refine=False).group(cands, maps=maps)
+    plain = build_grouping("ae", num_joints=1, refine=False).group(cands, maps=maps)
+    adjusted = build_grouping("ae", num_joints=1, adjust=True, refine=False).group(cands, maps=maps)
     np.testing.assert_allclose(plain.keypoints[0, 0, :2], [10.6, 11.6], atol=1e-5)
     # integer peak (5, 6), then +1/4 toward the right and -1/4 toward the upper neighbour
     np.testing.assert_allclose(adjusted.keypoints[0, 0], [5.25 * STRIDE, 5.75 * STRIDE, 0.9],
@@ -82,8 +82,8 @@ def test_refine_fills_a_missing_joint_at_the_pixel_of_the_persons_tag():
     # only joint 0 was detected, one candidate per person; tags -1 (left) and +1 (right)
     cands = Candidates(pos=[[3 * STRIDE, 5 * STRIDE], [12 * STRIDE, 6 * STRIDE]], joint=[0, 0],
                        score=[0.8, 0.9], tag=[[-1.0], [1.0]])
-    plain = AEGrouping(num_joints=2, refine=False).group(cands, maps=maps)
-    refined = AEGrouping(num_joints=2, refine=True).group(cands, maps=maps)
+    plain = build_grouping("ae", num_joints=2, refine=False).group(cands, maps=maps)
+    refined = build_grouping("ae", num_joints=2, refine=True).group(cands, maps=maps)
     assert (plain.keypoints[:, 1] == 0).all()
     by_x = {round(float(p[0, 0])): p for p in refined.keypoints}
     left, right = by_x[6], by_x[24]
@@ -103,7 +103,8 @@ def test_refine_leaves_a_joint_missing_where_the_heatmap_is_empty():
     maps = two_people_maps()
     maps.heatmaps[1] = 0.0
     cands = Candidates(pos=[[6.0, 10.0]], joint=[0], score=[0.8], tag=[[-1.0]])
-    refined = OracleGrouping(num_joints=2, refine=True).group(cands, person=[0], maps=maps)
+    oracle = build_grouping("oracle", num_joints=2, refine=True)
+    refined = oracle.group(cands, person=[0], maps=maps)
     assert (refined.keypoints[0, 1] == 0).all()
 
 
@@ -149,8 +150,8 @@ def test_the_hottest_pixels_hold_every_pixel_above_their_bound(kind):
 
 def test_without_maps_a_grouping_leaves_the_steps_out():
     cands = Candidates(pos=[[6.0, 10.0]], joint=[0], score=[0.8], tag=[[-1.0]])
-    on = GNNGrouping(num_joints=2, refine=True)
-    off = GNNGrouping(num_joints=2, refine=False)
+    on = build_grouping("gnn", num_joints=2, refine=True)
+    off = build_grouping("gnn", num_joints=2, refine=False)
     kwargs = {"pair_index": np.zeros((2, 0)), "prob": np.zeros(0)}
     np.testing.assert_array_equal(on.group(cands, **kwargs).keypoints,
                                   off.group(cands, **kwargs).keypoints)

@@ -3,6 +3,7 @@ failing sweep jobs, typos in configs, and determinism."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -291,10 +292,31 @@ def test_cluster_and_search_configs_compose(overrides):
 
 
 def test_checkpoints_can_monitor_validation_ap(tmp_path):
+    """With ``callbacks.monitor=val/gnn/AP``, the best checkpoint is the epoch whose logged
+    val AP is highest, not the last one: a learning rate this high makes the second
+    epoch worse than the first."""
+
     overrides = [*tiny_train_overrides(tmp_path), "callbacks.monitor=val/gnn/AP",
                  "callbacks.mode=max", "callbacks.val_ap_every_n_epochs=5", "test=false",
-                 "callbacks.figures_every_n_epochs=0"]
+                 "callbacks.figures_every_n_epochs=0", "scheduler=none", "optimizer.lr=0.05"]
     metrics = train(_settings(*overrides), tmp_path / "run", overrides)
-    assert metrics["best_model_score"] == pytest.approx(
-        max(metrics["val/gnn/AP"], metrics["best_model_score"]))
-    assert list((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    with open(tmp_path / "run" / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the monitor's values: val AP at each validation (rows with val/loss); the run's last
+    # row holds the val AP recomputed with the fitted person scorer, as metrics.json does
+    logged = {int(r["epoch"]): float(r["val/gnn/AP"]) for r in rows
+              if r.get("val/gnn/AP") and r["val/loss"]}
+    assert sorted(logged) == [0, 1]  # every epoch, though val_ap_every_n_epochs=5
+    assert logged[1] < logged[0]  # the premise: the last epoch is the worse one
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (best,) = checkpoints.glob("best-*.ckpt")
+    assert best.name == "best-000.ckpt"
+    kept, last = (torch.load(p, map_location="cpu", weights_only=True)
+                  for p in (best, checkpoints / "last.ckpt"))
+    assert (kept["epoch"], last["epoch"]) == (0, 1)
+    (state,) = [v for k, v in kept["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert float(state["best_model_score"]) == pytest.approx(logged[0])
+    assert metrics["best_model_score"] == pytest.approx(logged[0])
+    assert float(rows[-1]["val/gnn/AP"]) == pytest.approx(metrics["val/gnn/AP"])
+    assert any(not torch.equal(kept["state_dict"][k], last["state_dict"][k])
+               for k in kept["state_dict"])

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from posegnn.checkpoints import RUN_SETTINGS
+
 if TYPE_CHECKING:
     from posegnn.data.datamodule import DataConfig
     from posegnn.data.graph import GraphConfig
 
-RUN_SETTINGS = "posegnn_run"  # the checkpoint entry written by RunSettings
 
 
 class RunSettings(L.Callback):
@@ -33,7 +34,23 @@ class RunSettings(L.Callback):
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, which a resumed run also uses in a run folder that was
     moved or copied since: the stored best, top-k and last paths are moved along with it
-    (Lightning would drop them and write ``last-v1.ckpt`` beside ``last.ckpt``)."""
+    (Lightning would drop them and write ``last-v1.ckpt`` beside ``last.ckpt``). And
+    ``last.ckpt`` is the last epoch: Lightning 2.6 rewrites it only at a step that also
+    saved a best checkpoint, so after the best epoch it stayed a copy of the best."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     @property
     def state_key(self) -> str:  # the key plain ModelCheckpoint uses, for older checkpoints

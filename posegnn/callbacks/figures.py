@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
 
-from posegnn.data.graph import GraphList
 from posegnn.evaluation.runner import candidates_of, edge_probabilities
 from posegnn.figures import (
     draw_examples,
@@ -20,13 +20,17 @@ from posegnn.figures import (
 from posegnn.grouping import build_grouping
 from posegnn.grouping.gnn import GNNGroupingConfig
 
+if TYPE_CHECKING:
+    from posegnn.config import CallbacksConfig
+
 log = logging.getLogger(__name__)
 
 
 class PredictionFigures(L.Callback):
-    """Every ``every_n_epochs`` validations (and once at the end of fit), on the first
-    ``num_images`` validation graphs: run the model, group with ``gnn``, draw the examples
-    and the edge-probability histogram of the whole validation split.
+    """Every ``callbacks.figures_every_n_epochs`` validations (and once at the end of
+    fit), on the first ``callbacks.figures_num_images`` validation graphs: run the model,
+    group with ``gnn``, draw the examples and the edge-probability histogram of the whole
+    validation split.
 
     PNGs go to ``<out_dir>/figures/`` (``out_dir`` defaults to the trainer's
     ``default_root_dir``) as ``val_examples_epoch<N>.png`` and
@@ -34,15 +38,15 @@ class PredictionFigures(L.Callback):
     and ``val/edge_prob_hist`` images, with a ``val/edge_prob`` histogram.
     ``grouping`` holds the gnn grouping's settings (``cfg.grouping.gnn``)."""
 
-    def __init__(self, every_n_epochs: int = 5, num_images: int = 4,
-                 out_dir: str | Path | None = None, grouping: GNNGroupingConfig | None = None,
-                 max_hist_images: int = 200) -> None:
-        if every_n_epochs < 0 or num_images < 0:
-            raise ValueError("every_n_epochs and num_images must be >= 0")
-        self.every = int(every_n_epochs)
-        self.num_images = int(num_images)
+    def __init__(self, callbacks: CallbacksConfig, grouping: GNNGroupingConfig,
+                 out_dir: str | Path | None = None, max_hist_images: int = 200) -> None:
+        self.every = callbacks.figures_every_n_epochs
+        self.num_images = callbacks.figures_num_images
+        if self.every < 0 or self.num_images < 0:
+            raise ValueError("callbacks.figures_every_n_epochs and figures_num_images must "
+                             "be >= 0")
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.grouping = grouping or GNNGroupingConfig()
+        self.grouping = grouping
         self.max_hist_images = int(max_hist_images)
         self._drawn_epoch: int | None = None
         self.saved: list[Path] = []
@@ -67,15 +71,13 @@ class PredictionFigures(L.Callback):
         if dm is None:
             log.warning("PredictionFigures needs a datamodule; no figures drawn")
             return []
-        dataset = dm.dataset("val")
-        n_hist = min(len(dataset), self.max_hist_images)
-        if n_hist == 0:
+        dataset = dm.dataset("val", self.max_hist_images)
+        if len(dataset) == 0:
             return []
-        graphs = dataset.graphs[:n_hist]
+        graphs = dataset.graphs
         was_training = pl_module.training
         try:
-            scores = edge_probabilities(pl_module, GraphList(graphs, dataset.transform),
-                                        batch_size=dm.cfg.batch_size)
+            scores = edge_probabilities(pl_module, dataset, batch_size=dm.cfg.batch_size)
         finally:
             pl_module.train(was_training)
         out = (self.out_dir or Path(trainer.default_root_dir)) / "figures"
@@ -90,7 +92,7 @@ class PredictionFigures(L.Callback):
             out / f"val_edge_prob_hist_epoch{epoch:03d}.png")
         if self.num_images > 0:
             grouping = build_grouping("gnn", self.grouping, layout=dm.layout)
-            source, _ = dm.source("val")
+            source = dm.images("val")
             examples = []
             for g, s in list(zip(graphs, scores, strict=True))[:self.num_images]:
                 cands = candidates_of(g)

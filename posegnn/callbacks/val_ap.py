@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 import lightning as L
 
-from posegnn.data.graph import GraphList
 from posegnn.distributed import stage
 from posegnn.evaluation.runner import evaluate_groupings
 
 if TYPE_CHECKING:
-    from posegnn.config import GroupingConfig
+    from posegnn.config import CallbacksConfig, GroupingConfig
 
 AP_KEYS = ("AP", "AP50", "AP75", "AP_hard")
 
@@ -22,14 +21,14 @@ class ValGroupingAP(L.Callback):
     ``val/gnn/AP``, AP50, AP75 and AP_hard, with ``val/ae/...`` (computed once: it does
     not train) beside them, so that runs and sweeps sort by AP.
 
-    It runs every ``every_n_epochs`` epochs (0: never in between) and always at the last
-    epoch, also when early stopping ends the run before ``max_epochs``."""
+    It runs every ``callbacks.val_ap_every_n_epochs`` epochs (0: never in between; every
+    epoch when ``callbacks.monitor`` is an AP, which must exist after each validation) and
+    always at the last epoch, also when early stopping ends the run before ``max_epochs``."""
 
-    def __init__(self, grouping_cfg: GroupingConfig, every_n_epochs: int = 5,
-                 max_images: int = 100) -> None:
+    def __init__(self, grouping_cfg: GroupingConfig, callbacks: CallbacksConfig) -> None:
         self.grouping_cfg = grouping_cfg
-        self.every = max(int(every_n_epochs), 0)
-        self.max_images = max_images
+        self.every = 1 if "/AP" in callbacks.monitor else max(callbacks.val_ap_every_n_epochs, 0)
+        self.max_images = callbacks.val_ap_max_images
         self._reference: dict[str, float] | None = None
         self._done_epoch: int | None = None
 
@@ -62,22 +61,24 @@ class ValGroupingAP(L.Callback):
         trainer.callback_metrics.update(metrics)  # metrics.json reads them from here
         self._done_epoch = last
 
-    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        dm = trainer.datamodule
-        subset = GraphList(dm.graphs["val"][:self.max_images], dm.edges)
-        source = dm.source("val")[0]
-        gt = source.coco_dict([int(g.image_id) for g in subset.graphs])
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                dm=None) -> dict[str, float]:
+        """The AP metrics of ``pl_module`` on ``dm`` (by default the trainer's)."""
+        dm = dm or trainer.datamodule
+        subset = dm.dataset("val", self.max_images)
+        gt = dm.ground_truth("val", self.max_images)
+        maps = dm.maps_reader("val")
         was_training = pl_module.training
         try:
             metrics = evaluate_groupings(gt, dm.layout, subset,
                                          replace(self.grouping_cfg, run=["gnn"]), module=pl_module,
                                          prefix="val", batch_size=dm.cfg.batch_size,
-                                         maps=source.load_maps)
+                                         maps=maps)
         finally:
             pl_module.train(was_training)
         if self._reference is None:
             ref_cfg = replace(self.grouping_cfg, run=["ae"])
             self._reference = evaluate_groupings(gt, dm.layout, subset, ref_cfg, prefix="val",
-                                                 maps=source.load_maps)
+                                                 maps=maps)
         return {k: float(v) for k, v in {**metrics, **self._reference}.items()
                 if k.rsplit("/", 1)[-1] in AP_KEYS}

@@ -23,7 +23,7 @@ from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphConfig, build_vertices, pad_tags
-from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, PoseMapsDataset
+from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, ImageMaps, PoseMapsDataset
 from posegnn.io import WriteError, atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,11 @@ def cache_key(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _build_chunk(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
-                 skip_bad: bool) -> tuple[list[Data], list[str]]:
-    """Vertex graphs of some images, and why each broken one was skipped."""
-    graphs, skipped = [], []
+def vertex_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                  skipped: list[str] | None = None) -> Iterator[tuple[Data, ImageMaps]]:
+    """Each image's vertex graph, with ground truth where the dataset has it, and the maps
+    it was built from. A broken maps file raises :class:`DatasetError`, unless
+    ``skipped`` is given: then the image is left out and the error appended to it."""
     for image_id in image_ids:
         gt = areas = None
         if dataset.has_annotations:
@@ -77,11 +78,19 @@ def _build_chunk(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
         try:
             maps = dataset.load_maps(image_id)
         except DatasetError as err:
-            if not skip_bad:
+            if skipped is None:
                 raise
             skipped.append(str(err))
             continue
-        graphs.append(build_vertices(maps, dataset.layout, cfg, gt, areas))
+        yield build_vertices(maps, dataset.layout, cfg, gt, areas), maps
+
+
+def _build_chunk(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                 skip_bad: bool) -> tuple[list[Data], list[str]]:
+    """Vertex graphs of some images, and why each broken one was skipped."""
+    skipped: list[str] = []
+    graphs = [g for g, _ in vertex_graphs(dataset, image_ids, cfg,
+                                          skipped if skip_bad else None)]
     return graphs, skipped
 
 
@@ -148,6 +157,12 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
     return pad_tags(graphs)
 
 
+def cache_path(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+               cache_dir: Path, split: str, skip_bad: bool = False) -> Path:
+    """Where the split's graphs are cached (:func:`cache_key`)."""
+    return Path(cache_dir) / f"{split}-{cache_key(dataset, image_ids, cfg, skip_bad)}.pt"
+
+
 def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                   cache_dir: Path, split: str, progress: bool = True,
                   skip_bad: bool = False, rebuild: bool = False, workers: int = 1,
@@ -157,8 +172,7 @@ def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConf
     parallel sweep jobs or evaluations) build it once: the others wait for the builder,
     saying so in one line, and give up when it has shown no progress for
     ``lock_timeout_s`` (None: wait as long as it lives)."""
-    key = cache_key(dataset, image_ids, cfg, skip_bad)
-    path = Path(cache_dir) / f"{split}-{key}.pt"
+    path = cache_path(dataset, image_ids, cfg, cache_dir, split, skip_bad)
     lock = path.parent / ".locks" / f"{path.stem}.lock"
     with waiting_lock(lock, f"the {split} graphs ({path.name})", lock_timeout_s):
         if rebuild or not path.exists():

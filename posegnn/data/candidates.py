@@ -1,4 +1,4 @@
-"""Keypoint candidates: heatmap peaks per joint type, refined to sub-pixel positions."""
+"""Keypoint candidates: heatmap peaks per joint type, at sub-pixel positions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class CandidateConfig:
     nms_kernel: int = 5
     top_k: int = 30
     threshold: float = 0.1
-    refine: bool = True
+    subpixel: bool = True  # a quadratic fit around each peak (else its integer pixel)
 
 
 @dataclass
@@ -45,7 +45,7 @@ def find_peaks(heatmaps: torch.Tensor, cfg: CandidateConfig) -> Peaks:
     keep = ~_plateau_duplicates(joint, row, col, score, pad)
     joint, row, col, score = joint[keep], row[keep], col[keep], score[keep]
     uv = torch.stack([col, row], dim=1).float()
-    if cfg.refine and len(joint):
+    if cfg.subpixel and len(joint):
         uv = uv + _quadratic_offset(heatmaps, joint, row, col)
     return Peaks(uv, joint, score)
 

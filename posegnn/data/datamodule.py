@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import lightning as L
@@ -17,14 +18,20 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from posegnn.choices import SettingError, one_of
-from posegnn.data.cache import cached_graphs, load_cached_graphs
-from posegnn.data.graph import AddEdges, GraphConfig, GraphList
-from posegnn.data.maps import MAX_MAP_MIB, DatasetError, PoseMapsDataset
+from posegnn.data.cache import (
+    cache_path,
+    cached_graphs,
+    load_cached_graphs,
+    pack_graphs,
+    vertex_graphs,
+)
+from posegnn.data.graph import AddEdges, GraphConfig, GraphList, pad_tags
+from posegnn.data.maps import MAX_MAP_MIB, DatasetError, ImageMaps, PoseMapsDataset
 from posegnn.data.stats import graph_statistics
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.data.synthetic.detector import TAG_DIM, TRAINING_RANGES
 from posegnn.data.synthetic.scene import CROWDS
-from posegnn.io import file_lock
+from posegnn.io import atomic_torch_save, file_lock
 from posegnn.layouts import LAYOUTS
 
 log = logging.getLogger(__name__)
@@ -166,13 +173,16 @@ class PoseGraphDataModule(L.LightningDataModule):
     missing (``kind=poses``: over the people of ``data.poses``); ``data.kind=maps`` reads
     the ``data.train/val/test`` directories (val split off train when absent).
     ``prepare_data`` builds and caches graphs; ``setup`` loads them and computes the
-    training split's feature statistics.
+    training split's feature statistics. ``splits`` limits it to the splits a job uses
+    (an evaluation: its one split), so that nothing else is generated or opened.
     """
 
-    def __init__(self, data: DataConfig, graph: GraphConfig, progress: bool = True) -> None:
+    def __init__(self, data: DataConfig, graph: GraphConfig, progress: bool = True,
+                 splits: tuple[str, ...] = SPLITS) -> None:
         super().__init__()
         self.cfg, self.graph_cfg = data, graph
         self.progress = progress
+        self.splits = tuple(splits)
         self._sources: dict[str, tuple[PoseMapsDataset, list[int]]] = {}
         self.graphs: dict[str, list[Data]] = {}
         self.feature_mean: torch.Tensor | None = None
@@ -262,11 +272,18 @@ class PoseGraphDataModule(L.LightningDataModule):
             self.cfg.skip_bad_maps
 
     def available_splits(self) -> tuple[str, ...]:
-        """The splits this configuration has data for."""
+        """The splits of ``splits`` this configuration has data for."""
         if self.cfg.kind == "maps":
-            return tuple(s for s in SPLITS if getattr(self.cfg, s) is not None
+            return tuple(s for s in self.splits if getattr(self.cfg, s) is not None
                          or (s == "val" and self.cfg.train is not None))
-        return SPLITS
+        return self.splits
+
+    def with_graph(self, graph: GraphConfig) -> PoseGraphDataModule:
+        """The same data (the splits already opened included) with other graph settings,
+        e.g. those a checkpoint was trained on."""
+        other = PoseGraphDataModule(self.cfg, graph, self.progress, self.splits)
+        other._sources = self._sources
+        return other
 
     def _build_args(self) -> dict:
         return {"workers": self.cfg.build_workers, "lock_timeout_s": self.cfg.lock_timeout_s}
@@ -295,7 +312,10 @@ class PoseGraphDataModule(L.LightningDataModule):
 
     @property
     def layout(self):
-        return self.source(self.available_splits()[0])[0].layout
+        """The keypoint layout, from a split already opened, else from the first of the
+        job's splits."""
+        opened = next(iter(self._sources.values()), None)
+        return (opened or self.source(self.available_splits()[0]))[0].layout
 
     @property
     def edges(self) -> AddEdges:
@@ -307,9 +327,17 @@ class PoseGraphDataModule(L.LightningDataModule):
         sample = self.edges(self.graphs[split][0])
         return sample.x.shape[1], sample.edge_attr.shape[1]
 
-    def dataset(self, split: str) -> GraphList:
-        """The split's graphs, with edges added on access."""
-        return GraphList(self._load(split), self.edges)
+    def dataset(self, split: str, limit: int | None = None) -> GraphList:
+        """The split's graphs (the first ``limit``), with edges added on access."""
+        return GraphList(self._load(split)[:limit], self.edges)
+
+    def images(self, split: str) -> PoseMapsDataset:
+        """The pose-maps dataset a split's images come from."""
+        return self.source(split)[0]
+
+    def maps_reader(self, split: str) -> Callable[[int], ImageMaps]:
+        """The maps of one image of the split, by image id (what refinement reads)."""
+        return self.images(split).load_maps
 
     def _loader(self, split: str | GraphList, loader: type[DataLoader] = DataLoader,
                 **kwargs) -> DataLoader:
@@ -343,10 +371,36 @@ class PoseGraphDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def ground_truth(self, split: str) -> dict:
-        """COCO ground truth of the images the split's graphs were built from."""
-        ids = [int(g.image_id) for g in self._load(split)]
-        return self.source(split)[0].coco_dict(ids)
+    def ground_truth(self, split: str, limit: int | None = None) -> dict:
+        """COCO ground truth of the images the split's graphs (the first ``limit``) were
+        built from (every image of the split unless ``skip_bad_maps`` leaves some out)."""
+        if split in self.graphs or self.cfg.skip_bad_maps:
+            ids = [int(g.image_id) for g in self._load(split)[:limit]]
+        else:
+            ids = self.source(split)[1][:limit]
+        return self.images(split).coco_dict(ids)
+
+    def evaluation_chunks(self, split: str, size: int
+                          ) -> Iterator[tuple[GraphList, Callable[[int], ImageMaps]]]:
+        """The split's graphs in consecutive chunks of ``size``, each with a reader of its
+        images' maps. Cached graphs come with :meth:`maps_reader`; without a cache the
+        graphs are built chunk by chunk from maps decompressed once and kept for the
+        chunk's refinement, then cached (with ``skip_bad_maps``: built first, as before)."""
+        ds, ids = self.source(split)
+        path = cache_path(ds, ids, self.graph_cfg, Path(self.cfg.cache_dir), split)
+        if split in self.graphs or self.cfg.skip_bad_maps or path.exists():
+            graphs = self._load(split)
+            for start in range(0, len(graphs), size):
+                yield GraphList(graphs[start:start + size], self.edges), self.maps_reader(split)
+            return
+        built, stream = [], vertex_graphs(ds, ids, self.graph_cfg)
+        while chunk := list(islice(stream, size)):
+            maps = {int(m.image_id): m for _, m in chunk}
+            graphs = pad_tags([g for g, _ in chunk])
+            built += graphs
+            yield GraphList(graphs, self.edges), maps.__getitem__
+        self.graphs[split] = pad_tags(built)
+        atomic_torch_save(pack_graphs(self.graphs[split]), path)
 
     def statistics(self, split: str = "train") -> dict[str, float]:
         """Candidates and pairs per image, label balance and ground-truth coverage (on

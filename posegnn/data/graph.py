@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
+from posegnn import kernels
 from posegnn.choices import one_of
 from posegnn.contract import keypoint_similarity
 from posegnn.data.candidates import CandidateConfig, bilinear, find_peaks
@@ -100,12 +101,17 @@ class GraphConfig:
 
 
 def stored_graph(values: GraphConfig | Mapping | None) -> GraphConfig | Mapping | None:
-    """Graph settings stored in a checkpoint, with the settings added since filled in as
-    they were before: one without ``edges.tag_distance`` predates it and had none, one
-    without ``units`` measured everything in raw map units."""
+    """Graph settings stored in a checkpoint, in today's names (``candidates.refine`` is
+    ``candidates.subpixel``), with the settings added since filled in as they were
+    before: one without ``edges.tag_distance`` predates it and had none, one without
+    ``units`` measured everything in raw map units."""
     if not isinstance(values, Mapping) or not values:
         return values
     values = dict(values)
+    cands = dict(values.get("candidates", {}))
+    if "refine" in cands:
+        cands["subpixel"] = cands.pop("refine")
+        values["candidates"] = cands
     if "tag_distance" not in values.get("edges", {}):
         values["edges"] = {**values.get("edges", {}), "tag_distance": False}
     values.setdefault("units", {"tags": False, "heat": False, "lengths": False})
@@ -184,16 +190,21 @@ def candidate_pairs(pos: torch.Tensor, joint: torch.Tensor, long_side: float,
 
 
 def partner_pairs(pos: torch.Tensor, tag: torch.Tensor, joint: torch.Tensor,
-                  long_side: float, num_joints: int, cfg: EdgeConfig) -> torch.Tensor:
+                  long_side: float, num_joints: int, cfg: EdgeConfig,
+                  reference: bool = False) -> torch.Tensor:
     """Each candidate's ``cfg.partners`` cheapest candidates of every other joint type,
     cost = distance / (partner_scale * long_side) + tag distance, as unordered pairs
     [2, M] (i < j, sorted). At most ``partners * (K - 1)`` per candidate: pairs grow
     linearly with the candidates, not with their square. Of equal costs the first
-    candidate wins. The selection runs in numpy (many small steps, cheaper there)."""
+    candidate wins. The selection is compiled (:func:`posegnn.kernels.partner_pairs`);
+    ``reference``: the numpy selection below, which tests compare it with."""
     n = len(joint)
     cost = (torch.cdist(pos, pos) / (cfg.partner_scale * long_side)
             + torch.cdist(tag, tag)).numpy()
     joint = joint.numpy()
+    if not reference:
+        return torch.from_numpy(kernels.partner_pairs(cost, joint, num_joints,
+                                                      int(cfg.partners)))
     # the columns of each joint type side by side, padded with an infinite column (n)
     counts = np.bincount(joint, minlength=num_joints)
     width = int(counts.max())

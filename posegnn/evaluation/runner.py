@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphList
 from posegnn.data.maps import ImageMaps
-from posegnn.evaluation.coco import evaluate_keypoints, people_to_coco_results
+from posegnn.evaluation.coco import best_oks, evaluate_keypoints, people_to_coco_results
 from posegnn.grouping import build_grouping
+from posegnn.grouping.person_features import person_features
 from posegnn.io import write_json
 from posegnn.layouts import Layout
 from posegnn.types import Candidates
@@ -126,6 +127,28 @@ def group_all(settings: dict, layout: Layout, graphs: Sequence[Data],
     return {name: (results[name], elapsed[name] / n) for name in groupings}
 
 
+def fit_person_scorer(module, dataset: GraphList, gt: dict, layout: Layout, settings,
+                      batch_size: int = 8, progress: bool = False) -> dict[str, float]:
+    """Fit ``module.person_scorer`` on the people the gnn grouping (``settings``, scored
+    by heat) assembles from ``dataset`` with ``module``'s probabilities, each labelled
+    with its OKS to the best person of ``gt`` (a COCO keypoints dict)."""
+    scores = edge_probabilities(module, dataset, batch_size, progress)
+    grouping = build_grouping("gnn", settings, layout=layout)
+    people_of: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        people_of.setdefault(int(a["image_id"]), []).append(a)
+    features, targets = [], []
+    for graph, s in zip(dataset.graphs, scores, strict=True):
+        people = grouping.group(candidates_of(graph), pair_index=s.pair_index, prob=s.prob,
+                                vertex_prob=s.vertex_prob)
+        features.append(person_features(people, s.pair_index, s.prob))
+        targets.append(best_oks(people.keypoints, people_of.get(int(graph.image_id), []),
+                                layout.sigma_array))
+    x, y = np.concatenate(features), np.concatenate(targets)
+    loss = module.person_scorer.fit(x, y)
+    return {"people": float(len(y)), "mean_oks": float(y.mean()), "mse": loss}
+
+
 def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
     """Share of scored pairs whose thresholded probability equals the label."""
     p = np.concatenate([s.prob for s in scores] or [np.zeros(0)])
@@ -133,31 +156,43 @@ def edge_accuracy(scores: list[EdgeScores], threshold: float = 0.5) -> float:
     return float(((p >= threshold) == (y > 0.5)).mean()) if len(y) else float("nan")
 
 
-def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList, grouping_cfg,
+def evaluate_groupings(gt: dict, layout: Layout, dataset: GraphList | None, grouping_cfg,
                        module=None, prefix: str = "test", batch_size: int = 8,
                        results_dir: Path | None = None, progress: bool = False,
-                       maps: MapsReader | None = None) -> dict[str, float]:
+                       maps: MapsReader | None = None,
+                       chunks: Iterable[tuple[GraphList, MapsReader]] | None = None
+                       ) -> dict[str, float]:
     """Flat metrics ``{prefix}/{grouping}/{AP,...}`` of every grouping in
     ``grouping_cfg.run`` (a ``GroupingConfig``; gnn only with a module), writing each
     one's COCO results to ``results_dir`` when given. ``maps`` reads an image's maps, once
-    for all the groupings with ``adjust`` or ``refine`` on (only they need them)."""
+    for all the groupings with ``adjust`` or ``refine`` on (only they need them).
+    ``chunks`` replaces ``dataset`` and ``maps``: consecutive parts of the split, each
+    with its maps (``PoseGraphDataModule.evaluation_chunks``)."""
     names = [n for n in grouping_cfg.run if n != "gnn" or module is not None]
-    scores = None
+    settings = {name: getattr(grouping_cfg, name, None) for name in names}
+    scorer = module.scorer if module is not None else None
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    seconds, count, scores = dict.fromkeys(names, 0.0), 0, []
+    for part, reader in (chunks if chunks is not None else [(dataset, maps)]):
+        part_scores = (edge_probabilities(module, part, batch_size, progress)
+                       if "gnn" in names else None)
+        scores += part_scores or []
+        for name, (found, sec) in group_all(settings, layout, part.graphs, part_scores,
+                                            progress, reader, scorer).items():
+            results[name] += found
+            seconds[name] += sec * len(part)
+        count += len(part)
     metrics: dict[str, float] = {}
     if "gnn" in names:
-        scores = edge_probabilities(module, dataset, batch_size, progress)
         metrics[f"{prefix}/gnn/edge_acc"] = edge_accuracy(scores)
-    grouped = group_all({name: getattr(grouping_cfg, name, None) for name in names}, layout,
-                        dataset.graphs, scores, progress, maps,
-                        scorer=module.scorer if module is not None else None)
     for name in names:
-        results, sec = grouped[name]
-        found = evaluate_keypoints(gt, results, layout.sigma_array,
+        results_of, sec = results[name], seconds[name] / max(count, 1)
+        found = evaluate_keypoints(gt, results_of, layout.sigma_array,
                                    max_dets=grouping_cfg.max_dets)
         metrics.update({f"{prefix}/{name}/{k}": v for k, v in found.items()})
         metrics[f"{prefix}/{name}/sec_per_image"] = sec
         if results_dir is not None:
-            write_json(Path(results_dir) / f"{prefix}_{name}_results.json", results)
+            write_json(Path(results_dir) / f"{prefix}_{name}_results.json", results_of)
     return metrics
 
 

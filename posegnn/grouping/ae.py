@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from posegnn.choices import one_of
-from posegnn.grouping.base import Grouping, people_from_assignment
+from posegnn.grouping.base import Grouping
 from posegnn.layouts import Layout
 from posegnn.types import Candidates, People
 
@@ -51,7 +51,6 @@ class AEGroupingConfig:
     adjust: bool = False
     refine: bool = True
 
-
     def __post_init__(self) -> None:
         one_of("grouping.ae.order", self.order, ORDERS)
 
@@ -60,7 +59,6 @@ class AEGroupingConfig:
 # (CrowdPose's 14), takes its first K entries
 HIGHERHRNET_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 ORDERS = ("layout", "higherhrnet", "index")
-_AE = AEGroupingConfig()
 
 
 def joint_order(order: str, layout: Layout | None, num_joints: int) -> tuple[int, ...]:
@@ -85,28 +83,18 @@ class AEGrouping(Grouping):
     """
 
     name = "ae"
+    Config = AEGroupingConfig
 
-    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 ae_order: tuple[int, ...] | list[int] | None = None,
-                 tag_threshold: float = _AE.tag_threshold, order: str = _AE.order,
-                 max_people: int = _AE.max_people,
-                 detection_threshold: float = _AE.detection_threshold,
-                 use_detection_val: bool = _AE.use_detection_val,
-                 ignore_too_much: bool = _AE.ignore_too_much,
-                 min_keypoints: int = _AE.min_keypoints, adjust: bool = _AE.adjust,
-                 refine: bool = _AE.refine) -> None:
-        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
+    def __init__(self, settings: AEGroupingConfig | None = None, *,
+                 layout: Layout | str | None = None, num_joints: int | None = None,
+                 ae_order: tuple[int, ...] | list[int] | None = None) -> None:
+        super().__init__(settings, layout=layout, num_joints=num_joints)
         if ae_order is None:
-            ae_order = joint_order(order, self.layout, self.num_joints)
+            ae_order = joint_order(self.settings.order, self.layout, self.num_joints)
         self.ae_order = tuple(int(j) for j in ae_order)
         if sorted(self.ae_order) != list(range(self.num_joints)):
             raise ValueError(
                 f"ae_order {self.ae_order} is not a permutation of 0..{self.num_joints - 1}")
-        self.tag_threshold = float(tag_threshold)
-        self.max_people = int(max_people)
-        self.detection_threshold = float(detection_threshold)
-        self.use_detection_val = bool(use_detection_val)
-        self.ignore_too_much = bool(ignore_too_much)
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
                prob: np.ndarray | None, person: np.ndarray | None,
@@ -120,10 +108,10 @@ class AEGrouping(Grouping):
                 continue
             if not tag_sums:
                 matched = np.full(len(idx), -1, np.int64)
-            elif self.ignore_too_much and len(tag_sums) >= self.max_people:
+            elif self.settings.ignore_too_much and len(tag_sums) >= self.settings.max_people:
                 continue
             else:
-                grouped = min(len(tag_sums), self.max_people)
+                grouped = min(len(tag_sums), self.settings.max_people)
                 means = np.stack(tag_sums[:grouped]) / np.asarray(counts[:grouped])[:, None]
                 matched = self._match(cands.tag[idx], cands.score[idx], means)
             for cand, who in zip(idx, matched, strict=True):
@@ -134,18 +122,20 @@ class AEGrouping(Grouping):
                 assignment[cand] = who
                 tag_sums[who] += cands.tag[cand]
                 counts[who] += 1
-        return people_from_assignment(cands, assignment, self.num_joints, self.min_keypoints)
+        return self._people(cands, assignment)
 
     def _joint_candidates(self, cands: Candidates, joint: int) -> np.ndarray:
         """Indices of the usable candidates of one joint type, highest heat first."""
-        idx = np.flatnonzero((cands.joint == joint) & (cands.score > self.detection_threshold))
+        usable = cands.score > self.settings.detection_threshold
+        idx = np.flatnonzero((cands.joint == joint) & usable)
         idx = idx[np.argsort(-cands.score[idx], kind="stable")]
-        return idx[: self.max_people]
+        return idx[: self.settings.max_people]
 
     def _match(self, tags: np.ndarray, heat: np.ndarray, means: np.ndarray) -> np.ndarray:
         """Person index per candidate, -1 where it must start a new person."""
         dist = np.linalg.norm(tags[:, None, :] - means[None, :, :], axis=2)
-        cost = np.round(dist) * 100 - heat[:, None] if self.use_detection_val else dist.copy()
+        cost = (np.round(dist) * 100 - heat[:, None] if self.settings.use_detection_val
+                else dist.copy())
         n_cand, n_people = cost.shape
         if n_cand > n_people:  # pad so every candidate gets a column, as HigherHRNet does
             cost = np.hstack([cost, np.full((n_cand, n_cand - n_people), UNMATCHED_COST)])
@@ -153,6 +143,6 @@ class AEGrouping(Grouping):
         matched = np.full(n_cand, -1, np.int64)
         ok = cols < n_people
         rows, cols = rows[ok], cols[ok]
-        ok = dist[rows, cols] < self.tag_threshold
+        ok = dist[rows, cols] < self.settings.tag_threshold
         matched[rows[ok]] = cols[ok]
         return matched

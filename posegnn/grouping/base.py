@@ -105,25 +105,28 @@ def _per_candidate(name: str, values: np.ndarray | None, dtype, order: np.ndarra
 class Grouping(ABC):
     """Candidates (+ pair probabilities, + ground truth) of one image in, people out.
 
-    Subclasses implement :meth:`_group` on candidates given in canonical order; this
-    class handles the reordering, applies HigherHRNet's ``adjust`` and ``refine`` when
-    they are on and the image's ``maps`` are given (:mod:`posegnn.grouping.refine`), and
-    returns people sorted by descending score.
+    A grouping holds its settings dataclass (``Config``) as ``settings``. Subclasses
+    implement :meth:`_group` on candidates given in canonical order; this class handles
+    the reordering, applies HigherHRNet's ``adjust`` and ``refine`` when they are on and
+    the image's ``maps`` are given (:mod:`posegnn.grouping.refine`), and returns people
+    sorted by descending score.
     """
 
     name = "base"
+    Config: type
 
-    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 min_keypoints: int = 1, *, adjust: bool, refine: bool) -> None:
+    def __init__(self, settings=None, *, layout: Layout | str | None = None,
+                 num_joints: int | None = None) -> None:
         self.layout, self.num_joints = resolve_layout(layout, num_joints)
-        self.min_keypoints = int(min_keypoints)
-        self.adjust = bool(adjust)
-        self.refine = bool(refine)
+        self.settings = self.Config() if settings is None else settings
+        if not isinstance(self.settings, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, "
+                            f"not {type(self.settings).__name__}")
 
     @property
     def needs_maps(self) -> bool:
         """Whether :meth:`group` reads the image's maps (``adjust`` or ``refine`` is on)."""
-        return self.adjust or self.refine
+        return self.settings.adjust or self.settings.refine
 
     def group(self, cands: Candidates, *, pair_index: np.ndarray | None = None,
               prob: np.ndarray | None = None, person: np.ndarray | None = None,
@@ -153,10 +156,16 @@ class Grouping(ABC):
         assignment[order] = people.assignment
         people = People(people.keypoints, people.scores, assignment)
         if self.needs_maps and maps is not None:
-            people = refine_people(people, cands, maps, adjust=self.adjust, refine=self.refine)
+            people = refine_people(people, cands, maps, adjust=self.settings.adjust,
+                                   refine=self.settings.refine)
         return sort_people(people)
 
     __call__ = group
+
+    def _people(self, cands: Candidates, assignment: np.ndarray) -> People:
+        """:func:`people_from_assignment` with this grouping's ``min_keypoints``."""
+        return people_from_assignment(cands, assignment, self.num_joints,
+                                      self.settings.min_keypoints)
 
     @abstractmethod
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
@@ -165,5 +174,4 @@ class Grouping(ABC):
         """Group candidates given in canonical order."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "layout")
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({self.settings!r}, num_joints={self.num_joints})"

@@ -1,31 +1,22 @@
 """Decode people from same-person pair probabilities (the learned grouping's last step).
+Every decoder keeps at most one candidate per joint type in a person.
 
-Both decoders respect one constraint: a person holds at most one candidate per joint type.
+``greedy``: agglomerative clustering; pairs by descending probability, two clusters
+merged when they share no joint type and their linkage (mean, min or max probability
+over their observed cross pairs) exceeds ``threshold``.
 
-``greedy``: agglomerative clustering. Pairs are visited by descending probability; the
-two clusters of a pair are merged when they share no joint type and their linkage (mean,
-min or max of the observed probabilities over all cross pairs) exceeds ``threshold``.
+``local_moves``: correlation clustering on the log-odds ``w = logit(p) - logit(threshold)``
+summed over the pairs inside each person. From the greedy result, the best strictly
+improving move is applied until none is left (Kernighan-Lin style): a candidate to
+another or a new person, into a taken slot (the occupant to a new person, or swapped),
+or two persons with disjoint joint types merged. Never worse than greedy.
 
-``local_moves`` (default): correlation clustering. The objective is the sum, over pairs
-inside one person, of the log-odds ``w = logit(p) - logit(threshold)``; a pair adds
-when it is more likely than ``threshold`` to be together, and costs otherwise. Greedy
-decisions are final, so one early wrong merge (a wrist attached to the wrong arm) blocks
-the right one forever: the joint slot is taken. Starting from the greedy result, the
-decoder applies the best of these moves while it raises the objective (Kernighan-Lin
-style, as in the local search of correlation-clustering / multicut solvers): move one
-candidate to another person or to a new person; move it into a person whose slot of its
-joint type is taken, the occupant going to a new person or swapping into the mover's
-old person; merge two persons with disjoint joint types. Every applied move raises the
-objective strictly, so the result is never worse than greedy and the search ends.
+``parallel_moves`` (default): the same objective and moves from a joint-by-joint start,
+in ``max_rounds`` rounds of parallel, non-conflicting moves on the sparse pairs
+(:mod:`posegnn.grouping.parallel_moves`); its cost follows the scored pairs.
 
-``parallel_moves``: the same objective and moves, searched from a joint-by-joint start in
-``max_rounds`` rounds of parallel, non-conflicting moves on the sparse pairs
-(:mod:`posegnn.grouping.parallel_moves`):
-no loop over pairs, and an [N, N] array only as a lookup table of the pair weights, so its
-cost follows the scored pairs.
-
-Pairs absent from ``pair_index`` carry no evidence by default (log-odds 0, left out of
-the linkage); ``unknown_prob`` gives them a probability instead (dense decoders only).
+Unscored pairs carry no evidence (log-odds 0) unless ``unknown_prob`` gives them a
+probability (dense decoders only).
 """
 
 from __future__ import annotations
@@ -36,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from posegnn.choices import SettingError, one_of
-from posegnn.grouping.base import Grouping, heat_score, people_from_assignment
+from posegnn.grouping.base import Grouping, heat_score
 from posegnn.grouping.parallel_moves import parallel_moves_decode
 from posegnn.grouping.person_features import person_features
 from posegnn.layouts import Layout
@@ -269,9 +260,6 @@ class GNNGroupingConfig:
                                "local_moves)")
 
 
-_GNN = GNNGroupingConfig()
-
-
 class GNNGrouping(Grouping):
     """People from same-person probabilities (``pair_index`` [2, M], ``prob`` [M]).
 
@@ -285,37 +273,20 @@ class GNNGrouping(Grouping):
     """
 
     name = "gnn"
+    Config = GNNGroupingConfig
 
-    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 threshold: float = _GNN.threshold, decoder: str = _GNN.decoder,
-                 linkage: str = _GNN.linkage, unknown_prob: float | None = _GNN.unknown_prob,
-                 min_keypoints: int = _GNN.min_keypoints, score: str = _GNN.score,
-                 max_moves: int | None = _GNN.max_moves,
-                 max_rounds: int | None = _GNN.max_rounds,
-                 drop_below: float = _GNN.drop_below, adjust: bool = _GNN.adjust,
-                 refine: bool = _GNN.refine,
+    def __init__(self, settings: GNNGroupingConfig | None = None, *,
+                 layout: Layout | str | None = None, num_joints: int | None = None,
                  scorer: Callable[[np.ndarray], np.ndarray | None] | None = None) -> None:
-        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
-        GNNGroupingConfig(threshold=threshold, decoder=decoder, linkage=linkage,
-                          unknown_prob=unknown_prob, min_keypoints=min_keypoints, score=score,
-                          max_moves=max_moves, max_rounds=max_rounds,
-                          drop_below=drop_below)  # checks every setting
-        self.threshold = float(threshold)
-        self.decoder = decoder
-        self.linkage = linkage
-        self.unknown_prob = None if unknown_prob is None else float(unknown_prob)
-        self.score = score
-        self.max_moves = max_moves
-        self.max_rounds = max_rounds
-        self.drop_below = float(drop_below)
+        super().__init__(settings, layout=layout, num_joints=num_joints)
         self.scorer = scorer
 
     def decode(self, p: np.ndarray, known: np.ndarray, joint: np.ndarray) -> np.ndarray:
         """Cluster label per candidate from dense probabilities."""
-        labels = greedy_decode(p, known, joint, self.threshold, self.linkage)
-        if self.decoder == "local_moves":
-            w = pair_weights(p, known, joint, self.threshold)
-            labels = local_moves_decode(w, joint, labels, self.max_moves)
+        labels = greedy_decode(p, known, joint, self.settings.threshold, self.settings.linkage)
+        if self.settings.decoder == "local_moves":
+            w = pair_weights(p, known, joint, self.settings.threshold)
+            labels = local_moves_decode(w, joint, labels, self.settings.max_moves)
         return labels
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
@@ -327,24 +298,25 @@ class GNNGrouping(Grouping):
         if prob.shape[0] != pair_index.shape[1]:
             raise ValueError(f"{prob.shape[0]} probabilities for {pair_index.shape[1]} pairs")
         nobody = (np.zeros(len(cands), bool) if vertex_prob is None
-                  else vertex_prob < self.drop_below)
+                  else vertex_prob < self.settings.drop_below)
         if nobody.any():  # their pairs carry no evidence
             kept = ~(nobody[pair_index[0]] | nobody[pair_index[1]])
             pair_index, prob = pair_index[:, kept], prob[kept]
-        if self.decoder == "parallel_moves":
-            weight = logit(prob) - logit(self.threshold)
+        if self.settings.decoder == "parallel_moves":
+            weight = logit(prob) - logit(self.settings.threshold)
             order = self.layout.ae_order if self.layout else None
             labels = parallel_moves_decode(len(cands), cands.joint, pair_index, weight, order,
-                                           self.max_rounds)
+                                           self.settings.max_rounds)
         else:
-            p, known = dense_probabilities(len(cands), pair_index, prob, self.unknown_prob)
+            p, known = dense_probabilities(len(cands), pair_index, prob,
+                                           self.settings.unknown_prob)
             labels = self.decode(p, known, cands.joint)
         labels[nobody] = -1
-        people = people_from_assignment(cands, labels, self.num_joints, self.min_keypoints)
-        if self.score == "heat":
+        people = self._people(cands, labels)
+        if self.settings.score == "heat":
             return people
         learned = None
-        if self.score == "learned" and self.scorer is not None:
+        if self.settings.score == "learned" and self.scorer is not None:
             learned = self.scorer(person_features(people, pair_index, prob))
         people.scores = (learned if learned is not None else heat_score(people.keypoints)
                          * internal_probability(pair_index, prob, people.assignment,

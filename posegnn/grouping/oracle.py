@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posegnn.grouping.base import Grouping, people_from_assignment
-from posegnn.layouts import Layout
+from posegnn.grouping.base import Grouping
 from posegnn.types import Candidates, People
 
 
@@ -21,9 +20,6 @@ class OracleGroupingConfig:
     refine: bool = True
 
 
-_ORACLE = OracleGroupingConfig()
-
-
 class OracleGrouping(Grouping):
     """Each candidate joins the ground-truth person it matches (``person``, -1 for none).
 
@@ -32,11 +28,7 @@ class OracleGrouping(Grouping):
     """
 
     name = "oracle"
-
-    def __init__(self, layout: Layout | str | None = None, num_joints: int | None = None,
-                 min_keypoints: int = _ORACLE.min_keypoints, adjust: bool = _ORACLE.adjust,
-                 refine: bool = _ORACLE.refine) -> None:
-        super().__init__(layout, num_joints, min_keypoints, adjust=adjust, refine=refine)
+    Config = OracleGroupingConfig
 
     def _group(self, cands: Candidates, *, pair_index: np.ndarray | None,
                prob: np.ndarray | None, person: np.ndarray | None,
@@ -52,4 +44,4 @@ class OracleGrouping(Grouping):
         first[1:] = slot[order][1:] != slot[order][:-1]
         best = idx[order[first]]
         assignment[best] = person[best]
-        return people_from_assignment(cands, assignment, self.num_joints, self.min_keypoints)
+        return self._people(cands, assignment)

@@ -19,8 +19,10 @@ person). Then each round computes, from the current clusters, every improving mo
 A move changes at most two existing clusters, and its gain depends on nothing else, so
 moves touching disjoint clusters add up. Each round applies every move that ranks first
 (by gain) among the moves touching each of its clusters, then starts again; every round
-raises the objective strictly, so the search ends. Work per round is a few array
-operations on [N, C] (candidates x clusters), with no loop over pairs or candidates.
+raises the objective strictly, so the search ends. The numpy form here does each round
+in a few array operations on [N, C] (candidates x clusters); what runs by default is its
+compiled form (:func:`posegnn.kernels.parallel_moves`), the same steps as loops, with the
+same labels (tests/test_kernels.py).
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from posegnn import kernels
+
 KINDS = ("merge", "move", "displace", "swap", "new")
 
 
 def parallel_moves_decode(num_nodes: int, joint: np.ndarray, pair_index: np.ndarray,
                           weight: np.ndarray, order: tuple[int, ...] | None = None,
-                          max_rounds: int | None = None, tol: float = 1e-9) -> np.ndarray:
+                          max_rounds: int | None = None, tol: float = 1e-9,
+                          reference: bool = False) -> np.ndarray:
     """Cluster label (0..C-1) per candidate from pair weights [M] of pairs [2, M] (each
     unordered pair at most once); ``order`` is the joint types' order for the start
-    (default 0..K-1)."""
+    (default 0..K-1). Compiled (:func:`posegnn.kernels.parallel_moves`) unless
+    ``reference``: the numpy form below, which tests compare it with."""
     joint = np.asarray(joint, dtype=np.int64)
     i, j = np.asarray(pair_index, dtype=np.int64).reshape(2, -1)
     weight = np.asarray(weight, dtype=np.float64).reshape(-1)
@@ -48,10 +54,13 @@ def parallel_moves_decode(num_nodes: int, joint: np.ndarray, pair_index: np.ndar
         return np.arange(num_nodes)
     if order is None:
         order = range(int(joint.max()) + 1)
+    rounds = 10 * num_nodes + 100 if max_rounds is None else int(max_rounds)
+    if not reference:
+        return kernels.parallel_moves(num_nodes, joint, src, dst, w,
+                                      np.asarray(order, dtype=np.int64), rounds, float(tol))
     labels = joint_by_joint(joint, src, dst, w, order, tol)
     dense = np.zeros((num_nodes, num_nodes))
     dense[src, dst] = w
-    rounds = 10 * num_nodes + 100 if max_rounds is None else int(max_rounds)
     for _ in range(rounds):
         labels = compact(labels)
         moved = _one_round(labels, joint, src, dst, w, dense, tol)

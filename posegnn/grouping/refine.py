@@ -15,6 +15,9 @@ filled point need not be a detected peak and may be another person's keypoint, a
 HigherHRNet. Person scores are left as they were: HigherHRNet scores people before it
 refines them.
 
+The search is compiled (:func:`posegnn.kernels.refine_argmax`); the numpy search below
+(:func:`best_pixels`) is its reference, and both pick the same pixels.
+
 Positions follow the dataset contract: heatmap pixel (u, v) is image point
 ``map_to_image @ [u, v, 1]`` (HigherHRNet's extra half pixel is its own convention).
 """
@@ -27,11 +30,14 @@ import numpy as np
 import torch
 
 from posegnn.data.maps import ImageMaps
+from posegnn.kernels import refine_argmax
 from posegnn.types import Candidates, People
 
 QUARTER = 0.25
 # refine searches these hottest pixels of a heatmap first, and the rest only when needed
 TOP_PIXELS = 1024
+# the compiled search bounds blocks of this many pixels square
+REFINE_BLOCK = 16
 
 
 def image_to_heatmap(maps: ImageMaps, xy: np.ndarray) -> np.ndarray:
@@ -189,22 +195,41 @@ def whole_map_argmax(heat: np.ndarray, means: np.ndarray, tags: np.ndarray) -> n
     return out
 
 
+def missing_pixels(present: np.ndarray, mean_tags: np.ndarray, maps: ImageMaps,
+                   reference: bool = False) -> np.ndarray:
+    """Flat heatmap index [P, K] of the pixel refine picks for each missing (not
+    ``present``) joint of a person whose mean tag [P, D] is known; -1 elsewhere. The
+    compiled search (:func:`posegnn.kernels.refine_argmax`) by default, ``reference``:
+    the numpy one (:func:`best_pixels`), which tests compare it with."""
+    need = ~present & np.isfinite(mean_tags).all(axis=1)[:, None]
+    means = np.ascontiguousarray(mean_tags, dtype=np.float32)
+    if not reference:
+        h, w = maps.heatmaps.shape[1:]
+        _, th, tw, _ = maps.tags.shape
+        sx, sy = maps.tag_stride
+        return refine_argmax(maps.heatmaps, maps.tags, *axis_weights(h, th, sy),
+                             *axis_weights(w, tw, sx), means, need, REFINE_BLOCK)
+    best = np.full(need.shape, -1, np.int64)
+    for joint in np.flatnonzero(need.any(axis=0)):
+        who = np.flatnonzero(need[:, joint])
+        best[who, joint] = best_pixels(maps.heatmaps[joint].reshape(-1), means[who],
+                                       lambda flat, j=joint: tags_at_pixels(maps, j, flat),
+                                       lambda j=joint: tag_grid(maps, j))
+    return best
+
+
 def fill_missing(keypoints: np.ndarray, present: np.ndarray, mean_tags: np.ndarray,
-                 maps: ImageMaps) -> np.ndarray:
+                 maps: ImageMaps, reference: bool = False) -> np.ndarray:
     """``keypoints`` [P, K, 3] with each missing (not ``present``) joint filled from the
-    heatmaps by HigherHRNet's refine, for people whose mean tag [P, D] is known."""
+    heatmaps by HigherHRNet's refine, for people whose mean tag [P, D] is known
+    (``reference``: through the numpy search)."""
     out = keypoints.copy()
-    known = np.isfinite(mean_tags).all(axis=1)
+    best = missing_pixels(present, mean_tags, maps, reference)
     w = maps.heatmaps.shape[2]
-    for joint in range(keypoints.shape[1]):
-        who = np.flatnonzero(~present[:, joint] & known)
-        if len(who) == 0:
-            continue
+    for joint in np.flatnonzero((best >= 0).any(axis=0)):
+        who = np.flatnonzero(best[:, joint] >= 0)
         heat = maps.heatmaps[joint]
-        best = best_pixels(heat.reshape(-1), mean_tags[who].astype(np.float32),
-                           lambda flat, j=joint: tags_at_pixels(maps, j, flat),
-                           lambda j=joint: tag_grid(maps, j))
-        row, col = best // w, best % w
+        row, col = best[who, joint] // w, best[who, joint] % w
         value = heat[row, col]
         fill = value > 0
         who, row, col, value = who[fill], row[fill], col[fill], value[fill]
@@ -235,7 +260,7 @@ def present_joints(people: People, cands: Candidates, num_joints: int) -> np.nda
 
 
 def refine_people(people: People, cands: Candidates, maps: ImageMaps, *, adjust: bool,
-                  refine: bool) -> People:
+                  refine: bool, reference: bool = False) -> People:
     """``people`` (grouped from ``cands``, the assignment in their order) after
     HigherHRNet's ``adjust`` and then ``refine``, as asked; scores and assignment unchanged."""
     if len(people) == 0 or not (adjust or refine):
@@ -249,5 +274,6 @@ def refine_people(people: People, cands: Candidates, maps: ImageMaps, *, adjust:
     if adjust:
         keypoints = adjust_keypoints(keypoints, present, maps)
     if refine:
-        keypoints = fill_missing(keypoints, present, person_mean_tags(people, cands), maps)
+        keypoints = fill_missing(keypoints, present, person_mean_tags(people, cands), maps,
+                                 reference)
     return People(keypoints.astype(np.float32), people.scores, people.assignment)

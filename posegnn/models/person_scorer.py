@@ -5,9 +5,9 @@ probability of the person's pairs) ranks poorly in crowds: scored by their true 
 default model's people would gain 0.03 AP (RESULTS.md). :class:`PersonScorer` is a small
 MLP, in the manner of DEKR's rescoring net, that predicts a person's OKS with the best
 ground-truth person from what the grouping knows of it
-(:func:`~posegnn.grouping.person_features.person_features`). It
-is fitted after training, on the training split's people (:func:`fit_person_scorer`),
-and travels in the checkpoint.
+(:func:`~posegnn.grouping.person_features.person_features`). It is fitted after
+training, on the training split's people
+(:func:`posegnn.evaluation.runner.fit_person_scorer`), and travels in the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from posegnn.evaluation.coco import best_oks
-from posegnn.evaluation.runner import candidates_of, edge_probabilities
-from posegnn.grouping import build_grouping
-from posegnn.grouping.person_features import feature_width, person_features
+# the features of posegnn.grouping.person_features: 4 per joint type, then the share of
+# joints, heat x prob, pair statistics (4) and the log size
+SUMMARY_FEATURES = 7
+
+
+def feature_width(num_joints: int) -> int:
+    return 4 * num_joints + SUMMARY_FEATURES
 
 
 class PersonScorer(nn.Module):
@@ -73,25 +76,3 @@ class PersonScorer(nn.Module):
         self.net.requires_grad_(False)
         self.fitted.fill_(True)
         return total / len(x)
-
-
-def fit_person_scorer(module, dataset, gt: dict, layout, settings, batch_size: int = 8,
-                      progress: bool = False) -> dict[str, float]:
-    """Fit ``module.person_scorer`` on the people the gnn grouping (``settings``, scored
-    by heat) assembles from ``dataset`` with ``module``'s probabilities, each labelled
-    with its OKS to the best person of ``gt`` (a COCO keypoints dict)."""
-    scores = edge_probabilities(module, dataset, batch_size, progress)
-    grouping = build_grouping("gnn", settings, layout=layout)
-    people_of = {}
-    for a in gt["annotations"]:
-        people_of.setdefault(int(a["image_id"]), []).append(a)
-    features, targets = [], []
-    for graph, s in zip(dataset.graphs, scores, strict=True):
-        people = grouping.group(candidates_of(graph), pair_index=s.pair_index, prob=s.prob,
-                                vertex_prob=s.vertex_prob)
-        features.append(person_features(people, s.pair_index, s.prob))
-        targets.append(best_oks(people.keypoints, people_of.get(int(graph.image_id), []),
-                                layout.sigma_array))
-    x, y = np.concatenate(features), np.concatenate(targets)
-    loss = module.person_scorer.fit(x, y)
-    return {"people": float(len(y)), "mean_oks": float(y.mean()), "mse": loss}

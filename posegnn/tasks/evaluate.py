@@ -21,23 +21,23 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     oracle; write ``metrics.json`` and each grouping's COCO results into ``out_dir``."""
     out_dir = Path(out_dir)
     groupings = cfg.grouping
-    dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress)
+    dm = PoseGraphDataModule(cfg.data, cfg.graph, progress=cfg.progress, splits=(cfg.split,))
     module = None
     if cfg.ckpt_path or "gnn" in groupings.run:
         module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name),
                              layout=dm.layout.name)
         if cfg.graph != module.graph_cfg:
             log.info("building graphs with the checkpoint's graph settings")
-        dm.graph_cfg = module.graph_cfg
-    dataset = dm.dataset(cfg.split)
-    source = dm.source(cfg.split)[0]
+        dm = dm.with_graph(module.graph_cfg)
+    # graphs and refinement share each image's maps, decompressed once
+    chunks = dm.evaluation_chunks(cfg.split, 16 * dm.cfg.batch_size)
+    metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, None, groupings,
+                                 module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
+                                 results_dir=out_dir, progress=cfg.progress, chunks=chunks)
+    dataset, source = dm.dataset(cfg.split), dm.images(cfg.split)
     warning = off_image_warning(dataset.graphs, source.image, str(source.root))
     if warning:
         log.warning(warning)
-    metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, dataset, groupings,
-                                 module=module, prefix=cfg.split, batch_size=dm.cfg.batch_size,
-                                 results_dir=out_dir, progress=cfg.progress,
-                                 maps=dm.source(cfg.split)[0].load_maps)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"\n{cfg.split} split ({len(dataset)} images): OKS AP of each grouping\n")
     print(format_table(metrics, cfg.split))

@@ -36,11 +36,10 @@ from posegnn.distributed import (
     trainer_kwargs,
     workers_preempted,
 )
-from posegnn.evaluation.runner import evaluate_groupings, format_table
+from posegnn.evaluation.runner import evaluate_groupings, fit_person_scorer, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
 from posegnn.models.module import PosegnnModule
-from posegnn.models.person_scorer import fit_person_scorer
 from posegnn.pretrained import shipped_checkpoint
 
 log = logging.getLogger(__name__)
@@ -79,15 +78,11 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path) -> list[L.Callback]:
         SaveOnPreemption(out_dir / "checkpoints" / "last.ckpt")]
     if c.early_stopping:
         callbacks.append(EarlyStopping(monitor=c.monitor, mode=c.mode, patience=c.patience))
-    every = c.val_ap_every_n_epochs
-    if "/AP" in c.monitor:
-        every = 1  # the monitored metric must exist after every validation
     # every run logs val AP at its last epoch at least, so runs sort by AP in W&B
-    callbacks.append(ValGroupingAP(cfg.grouping, every, c.val_ap_max_images))
+    callbacks.append(ValGroupingAP(cfg.grouping, c))
     callbacks.append(RunSettings(cfg.data, cfg.graph))
     if c.figures_every_n_epochs > 0:
-        callbacks.append(PredictionFigures(c.figures_every_n_epochs, c.figures_num_images,
-                                           out_dir, cfg.grouping.gnn))
+        callbacks.append(PredictionFigures(c, cfg.grouping.gnn, out_dir))
     if cfg.logger.csv or cfg.logger.tensorboard or cfg.logger.wandb.enabled:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     return callbacks
@@ -156,6 +151,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
             module = load_module(best) if best else trainer.lightning_module
         if cfg.model.person_scorer:
             metrics.update(fit_scorer_into(module, best, trainer, dm, cfg))
+            metrics.update(final_val_ap(trainer, module, dm))
         if testing:
             metrics.update(test(cfg, dm, trainer, module, out_dir))
         elif cfg.test:
@@ -218,6 +214,21 @@ def fit_scorer_into(module: PosegnnModule, ckpt: str | None, trainer: L.Trainer,
     return {f"person_scorer/{k}": v for k, v in fit.items()}
 
 
+def final_val_ap(trainer: L.Trainer, module: PosegnnModule,
+                 dm: PoseGraphDataModule) -> dict[str, float]:
+    """Validation AP of ``module`` (the best weights) with its fitted person scorer, the
+    ranking the test split gets; the per-epoch values, logged before the scorer existed,
+    rank people by heat x probability. Replaces them in ``metrics.json`` and the loggers."""
+    val_ap = next((c for c in trainer.callbacks if isinstance(c, ValGroupingAP)), None)
+    if val_ap is None:  # every process computes it alike (and writes metrics.json)
+        return {}
+    metrics = {k: v for k, v in val_ap.compute(trainer, module, dm).items() if "/gnn/" in k}
+    log.info("val gnn AP with the fitted person scorer: %.3f", metrics.get("val/gnn/AP", -1))
+    log_final_metrics(trainer.loggers, metrics, step=trainer.global_step,
+                      epoch=max(trainer.current_epoch - 1, 0))
+    return metrics
+
+
 def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer,
          module: PosegnnModule, out_dir: Path) -> dict[str, float]:
     """Edge metrics and the three groupings on the test split, with ``module`` (the best
@@ -232,7 +243,7 @@ def test(cfg: TrainConfig, dm: PoseGraphDataModule, trainer: L.Trainer,
         dm.ground_truth("test"), dm.layout, dm.dataset("test"),
         cfg.grouping, module=module, prefix="test",
         batch_size=dm.cfg.batch_size, results_dir=out_dir, progress=cfg.progress,
-        maps=dm.source("test")[0].load_maps)
+        maps=dm.maps_reader("test"))
     # AP, AP50, AP75, AP_hard, ... of every grouping: CSV row, TensorBoard, W&B summary
     metrics.update(grouped)
     log_final_metrics(trainer.loggers, grouped if tester is trainer else metrics,
