@@ -57,6 +57,9 @@ class TrainerConfig:
     limit_val_batches: float = 1.0
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
+    # several processes (trainer=ddp): a collective (all-reduce, broadcast, barrier) that
+    # waits longer than this is an error naming the rank and the stage, not a hang
+    collective_timeout_s: float = 300.0
 
 
 @dataclass

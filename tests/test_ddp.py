@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +18,10 @@ from omegaconf import OmegaConf
 
 from posegnn.checkpoints import load_module
 from posegnn.config import CONF_DIR, register_schemas
+from posegnn.data.synthetic import SyntheticConfig, generate_dataset
 from posegnn.evaluation.runner import evaluate_groupings
 from posegnn.tasks.train import build_datamodule
+from tests import processes
 
 TRAIN = str(Path(sys.executable).with_name("posegnn-train"))
 register_schemas()
@@ -33,12 +33,11 @@ def ddp_run(tmp_path_factory) -> tuple[Path, list[str]]:
     overrides = [f"paths.output_dir={out}", "data.synthetic.num_train=16",
                  "data.synthetic.num_val=8", "data.synthetic.num_test=8", "data.batch_size=4",
                  "trainer.max_epochs=2", "progress=false", "callbacks.figures_every_n_epochs=0"]
-    run = subprocess.run(
+    rc, text = processes.run(
         [TRAIN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=many",
          *overrides, "trainer.enable_progress_bar=false", f"hydra.run.dir={out / 'run'}"],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
-    assert run.returncode == 0, run.stderr[-3000:]
+        timeout=400)
+    assert rc == 0, text[-3000:]
     return out / "run", overrides
 
 
@@ -85,3 +84,72 @@ def test_each_rank_trains_on_its_shard_and_metrics_cover_the_whole_split(ddp_run
     tester.test(best, datamodule=dm, verbose=False)
     assert metrics["test/gnn/edge_acc"] == pytest.approx(
         float(tester.callback_metrics["test/edge_acc"]), abs=1e-6)
+
+
+# -- the real-data path (issue 21): data=maps, the progress bar on, as a user runs it ---------
+@pytest.fixture(scope="module")
+def maps_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("maps") / "D"
+    return generate_dataset(out, SyntheticConfig(num_images=20, seed=5), progress=False)
+
+
+def maps_args(maps_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [TRAIN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=maps",
+            f"data.train={maps_dir}", f"data.test={maps_dir}", "data.batch_size=4",
+            "data.val_fraction=0.25", f"data.cache_dir={out / 'cache'}",
+            "callbacks.figures_every_n_epochs=0", "scheduler=step", *extra]  # cosine: max_epochs
+
+
+@pytest.fixture(scope="module")
+def maps_run(tmp_path_factory, maps_dir) -> tuple[Path, str, str]:
+    """One epoch under ddp on data=maps (the command of issue 21, which hung at the end
+    of the epoch), then resumed from its last.ckpt to a second epoch, still under ddp."""
+    out = tmp_path_factory.mktemp("ddp_maps")
+    run = out / "run"
+    rc, first = processes.run(maps_args(maps_dir, out, "trainer.max_epochs=1", "logger=many",
+                                        f"hydra.run.dir={run}"), timeout=400)
+    assert rc == 0, first[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    rc, resumed = processes.run(maps_args(
+        maps_dir, out, "trainer.max_epochs=2", "logger=many",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"), timeout=400)
+    assert rc == 0, resumed[-3000:]
+    return run, first, resumed
+
+
+def test_ddp_on_maps_fits_tests_and_resumes(maps_run):
+    run, first, resumed = maps_run
+    metrics = json.loads((run / "metrics.json").read_text())  # the resumed run's, same folder
+    assert metrics["epochs"] == 2
+    for key in ("test/gnn/AP", "test/ae/AP", "test/oracle/AP", "test/gnn/edge_acc",
+                "val/gnn/AP", "val/ae/AP"):
+        assert math.isfinite(metrics[key]), key
+    # 15 training images (5 held out for val), 2 ranks of 8 (one padded), batches of 4:
+    # 2 steps per epoch
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (1, 2 * 2)  # epoch 1: the second
+    assert "resuming" in resumed and "Test split" in first
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        epochs = {r["epoch"] for r in csv.DictReader(f) if r.get("val/gnn/AP")}
+    assert epochs == {"0", "1"}  # val AP (rank 0) of each epoch, the first kept on resume
+    parts = list((run / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2  # the W&B run and its resumed part
+
+
+def test_val_ap_on_maps_is_that_of_rank_0_over_the_whole_split(maps_run, maps_dir):
+    run, _, _ = maps_run
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        logged = float(next(r for r in csv.DictReader(f) if r.get("val/gnn/AP")
+                            and r["epoch"] == "1")["val/gnn/AP"])
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("train", overrides=[
+            "data=maps", f"data.train={maps_dir}", f"data.test={maps_dir}",
+            "data.val_fraction=0.25", f"data.cache_dir={run.parent / 'cache'}",
+            "data.batch_size=4", "progress=false"]))
+    dm = build_datamodule(cfg, progress=False)
+    dm.setup("fit")
+    val = evaluate_groupings(dm.ground_truth("val"), dm.layout, dm.dataset("val"),
+                             replace(cfg.grouping, run=["gnn"]), prefix="val",
+                             module=load_module(run / "checkpoints" / "last.ckpt"),
+                             batch_size=4, maps=dm.source("val")[0].load_maps)
+    assert logged == pytest.approx(val["val/gnn/AP"], rel=1e-6)

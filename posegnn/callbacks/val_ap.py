@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import lightning as L
 
+from posegnn.distributed import stage
 from posegnn.evaluation.runner import evaluate_groupings
 
 if TYPE_CHECKING:
@@ -40,9 +41,12 @@ class ValGroupingAP(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._due(trainer):
             return
-        # once, over the whole split, on the first process; the others log the same values
-        metrics = self.compute(trainer, pl_module) if trainer.is_global_zero else None
-        pl_module.log_dict(trainer.strategy.broadcast(metrics, src=0), sync_dist=True)
+        # once, over the whole split, on the first process; the others wait for it in the
+        # broadcast (trainer.collective_timeout_s bounds the wait) and log the same values
+        with stage("validation AP"):
+            metrics = self.compute(trainer, pl_module) if trainer.is_global_zero else None
+            metrics = trainer.strategy.broadcast(metrics, src=0)
+        pl_module.log_dict(metrics, sync_dist=True)
         self._done_epoch = trainer.current_epoch
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

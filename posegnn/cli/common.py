@@ -104,9 +104,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from posegnn.checkpoints import SettingsMismatch
     from posegnn.choices import SettingError
     from posegnn.data.maps import DatasetError
+    from posegnn.distributed import DistributedError
     from posegnn.io import WriteError
 
-    return DatasetError, SettingsMismatch, FileNotFoundError, WriteError, SettingError
+    return (DatasetError, SettingsMismatch, FileNotFoundError, WriteError, SettingError,
+            DistributedError)
 
 
 @contextmanager

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import io
 import json
 import logging
+import multiprocessing
+import os
 import pickle
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,11 +24,16 @@ from tqdm.auto import tqdm
 
 from posegnn.data.graph import GraphConfig, build_vertices, pad_tags
 from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, ImageMaps, PoseMapsDataset
-from posegnn.io import atomic_torch_save, file_lock
+from posegnn.io import WriteError, atomic_torch_save
 
 log = logging.getLogger(__name__)
 # Bump when the stored graph format changes: old caches are then never read.
 CACHE_FORMAT = 2
+CHUNK = 32  # images per task of a parallel build
+
+
+class LockTimeout(WriteError):
+    """A process waited longer than ``data.lock_timeout_s`` for another to build a cache."""
 
 
 class CacheError(ValueError):
@@ -72,15 +85,71 @@ def vertex_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConf
         yield build_vertices(maps, dataset.layout, cfg, gt, areas), maps
 
 
+def _build_chunk(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
+                 skip_bad: bool) -> tuple[list[Data], list[str]]:
+    """Vertex graphs of some images, and why each broken one was skipped."""
+    skipped: list[str] = []
+    graphs = [g for g, _ in vertex_graphs(dataset, image_ids, cfg,
+                                          skipped if skip_bad else None)]
+    return graphs, skipped
+
+
+_worker_dataset: PoseMapsDataset | None = None  # in a build worker: its copy, sent once
+
+
+def _worker_start(dataset: PoseMapsDataset) -> None:
+    global _worker_dataset
+    _worker_dataset = dataset
+    torch.set_num_threads(1)  # one image at a time per process: threads only contend
+
+
+def _worker_chunk(image_ids: list[int], cfg: GraphConfig,
+                  skip_bad: bool) -> tuple[bytes, list[str]]:
+    """A chunk's graphs as the bytes of one packed blob: sent as tensors, each would
+    travel through its own shared-memory file (slow, and thousands of them)."""
+    graphs, skipped = _build_chunk(_worker_dataset, image_ids, cfg, skip_bad)
+    buffer = io.BytesIO()
+    torch.save(pack_graphs(pad_tags(graphs)), buffer)  # one tag width to pack; the
+    # builder pads again to the widest of all chunks, as it would have padded once
+    return buffer.getvalue(), skipped
+
+
+def _unpack_chunk(part: tuple[bytes, list[str]]) -> tuple[list[Data], list[str]]:
+    blob, skipped = part
+    return unpack_graphs(torch.load(io.BytesIO(blob), weights_only=True), Path("<worker>")), \
+        skipped
+
+
 def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                  desc: str = "graphs", progress: bool = True,
-                 skip_bad: bool = False) -> list[Data]:
-    """Vertex graphs of the given images (:func:`vertex_graphs`), with tags of one width
-    (:func:`~posegnn.data.graph.pad_tags`). With ``skip_bad`` an image with broken maps is
-    left out, and a warning counts what was skipped and why."""
-    skipped: list[str] | None = [] if skip_bad else None
-    graphs = [g for g, _ in tqdm(vertex_graphs(dataset, image_ids, cfg, skipped), desc=desc,
-                                 total=len(image_ids), disable=not progress, unit="img")]
+                 skip_bad: bool = False, workers: int = 1,
+                 beat: Callable[[], None] | None = None) -> list[Data]:
+    """Vertex graphs of the given images, with ground truth where the dataset has it (and
+    tags of one width: :func:`~posegnn.data.graph.pad_tags`).
+
+    ``workers`` > 1 builds chunks of images in that many processes; the graphs and their
+    order are those of one process; ``beat`` is called after each chunk. A broken maps
+    file raises :class:`DatasetError`, unless ``skip_bad``: then the image is left out
+    and a warning counts what was skipped and why.
+    """
+    chunks = [image_ids[i:i + CHUNK] for i in range(0, len(image_ids), CHUNK)]
+    bar = tqdm(total=len(image_ids), desc=desc, disable=not progress, unit="img")
+    graphs, skipped = [], []
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(chunks) > 1:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+                min(workers, len(chunks)), initializer=_worker_start, initargs=(dataset,)))
+            parts = map(_unpack_chunk, pool.imap(
+                partial(_worker_chunk, cfg=cfg, skip_bad=skip_bad), chunks))
+        else:
+            parts = (_build_chunk(dataset, chunk, cfg, skip_bad) for chunk in chunks)
+        for chunk, (built, why) in zip(chunks, parts, strict=True):
+            graphs += built
+            skipped += why
+            bar.update(len(chunk))
+            if beat is not None:
+                beat()
+    bar.close()
     if skipped:
         shown = "\n  ".join(skipped[:10])
         log.warning("%s: skipped %d of %d images with broken maps:\n  %s", dataset.root,
@@ -96,30 +165,75 @@ def cache_path(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
 
 def cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                   cache_dir: Path, split: str, progress: bool = True,
-                  skip_bad: bool = False, rebuild: bool = False) -> Path:
+                  skip_bad: bool = False, rebuild: bool = False, workers: int = 1,
+                  lock_timeout_s: float | None = None) -> Path:
     """Path of the split's cached graphs, building them first when missing (or when
-    ``rebuild``)."""
+    ``rebuild``). Processes that need the same cache at once (the ranks of a ddp job,
+    parallel sweep jobs or evaluations) build it once: the others wait for the builder,
+    saying so in one line, and give up when it has shown no progress for
+    ``lock_timeout_s`` (None: wait as long as it lives)."""
     path = cache_path(dataset, image_ids, cfg, cache_dir, split, skip_bad)
-    with file_lock(path.parent / ".locks" / f"{path.stem}.lock"):
+    lock = path.parent / ".locks" / f"{path.stem}.lock"
+    with waiting_lock(lock, f"the {split} graphs ({path.name})", lock_timeout_s):
         if rebuild or not path.exists():
             graphs = build_graphs(dataset, image_ids, cfg, desc=f"building {split} graphs",
-                                  progress=progress, skip_bad=skip_bad)
+                                  progress=progress, skip_bad=skip_bad, workers=workers,
+                                  beat=lambda: os.utime(lock))
             atomic_torch_save(pack_graphs(graphs), path)
     return path
 
 
+@contextlib.contextmanager
+def waiting_lock(path: Path, what: str, timeout_s: float | None = None,
+                 poll_s: float = 0.2) -> Iterator[None]:
+    """:func:`posegnn.io.file_lock`, saying in one line whom it waits for, and giving up
+    with :class:`LockTimeout` when the holder has not touched the lock file (its sign of
+    progress) for ``timeout_s``. The kernel frees the lock of a process that dies, so a
+    crashed builder never blocks the others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            log.info("waiting for %s: %s builds them", what, holder)
+            start = time.time()
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    idle = time.time() - max(os.stat(path).st_mtime, start)
+                    if timeout_s is not None and idle > timeout_s:
+                        raise LockTimeout(f"{path}: waited for {what}, which {holder} builds, "
+                                          f"and saw no progress for {timeout_s:g} s; "
+                                          "data.lock_timeout_s sets the limit") from None
+                    time.sleep(poll_s)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            f.flush()
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def load_cached_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfig,
                        cache_dir: Path, split: str, progress: bool = True,
-                       skip_bad: bool = False) -> list[Data]:
+                       skip_bad: bool = False, **build) -> list[Data]:
     """The split's graphs from the cache; a cache file that cannot be trusted or read is
-    reported and rebuilt."""
+    reported and rebuilt. ``build``: ``workers`` and ``lock_timeout_s`` of
+    :func:`cached_graphs`."""
     args = (dataset, image_ids, cfg, cache_dir, split, progress, skip_bad)
-    path = cached_graphs(*args)
+    path = cached_graphs(*args, **build)
     try:
         return load_graphs(path)
     except CacheError as err:
         log.warning("%s; rebuilding it", err)
-        return load_graphs(cached_graphs(*args, rebuild=True))
+        return load_graphs(cached_graphs(*args, rebuild=True, **build))
 
 
 def pack_graphs(graphs: list[Data]) -> dict:

@@ -85,6 +85,10 @@ class DataConfig:
     max_map_mib: float = MAX_MAP_MIB  # largest accepted maps of one image, as float32
     batch_size: int = 8
     num_workers: int = 0
+    build_workers: int = 1  # processes that build a split's graph cache
+    # a process waiting for another to build the same cache gives up when the builder
+    # shows no progress for this long (null: waits as long as the builder lives)
+    lock_timeout_s: float | None = 600.0
     # the training split's edges are built on first use and kept for the later epochs
     # (about 200 MiB per 1,000 default graphs, in each loader worker that builds its
     # own); false rebuilds them for every batch
@@ -281,13 +285,17 @@ class PoseGraphDataModule(L.LightningDataModule):
         other._sources = self._sources
         return other
 
+    def _build_args(self) -> dict:
+        return {"workers": self.cfg.build_workers, "lock_timeout_s": self.cfg.lock_timeout_s}
+
     def prepare_data(self) -> None:
         for split in self.available_splits():
-            cached_graphs(*self._cache_args(split))
+            cached_graphs(*self._cache_args(split), **self._build_args())
 
     def _load(self, split: str) -> list[Data]:
         if split not in self.graphs:
-            self.graphs[split] = load_cached_graphs(*self._cache_args(split))
+            self.graphs[split] = load_cached_graphs(*self._cache_args(split),
+                                                    **self._build_args())
         return self.graphs[split]
 
     def setup(self, stage: str | None = None) -> None:

@@ -26,6 +26,16 @@ from posegnn.checkpoints import (
 )
 from posegnn.config import TrainConfig
 from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.distributed import (
+    RankGuard,
+    as_distributed_error,
+    claim_rank,
+    forward_sigterm,
+    leave_process_group,
+    progress_from_workers,
+    trainer_kwargs,
+    workers_preempted,
+)
 from posegnn.evaluation.runner import evaluate_groupings, fit_person_scorer, format_table
 from posegnn.io import AtomicCheckpointIO, write_metrics
 from posegnn.loggers import build_loggers, finish_wandb, log_final_metrics, wandb_run_dir
@@ -62,7 +72,7 @@ def build_module(cfg: TrainConfig, dm: PoseGraphDataModule) -> PosegnnModule:
 
 def build_callbacks(cfg: TrainConfig, out_dir: Path) -> list[L.Callback]:
     c = cfg.callbacks
-    callbacks: list[L.Callback] = [RunCheckpoint(
+    callbacks: list[L.Callback] = [RankGuard(), RunCheckpoint(
         dirpath=out_dir / "checkpoints", filename="best-{epoch:03d}", monitor=c.monitor,
         mode=c.mode, save_top_k=c.save_top_k, save_last=True, auto_insert_metric_name=False),
         SaveOnPreemption(out_dir / "checkpoints" / "last.ckpt")]
@@ -89,6 +99,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_epoch = check_resume_settings(cfg, out_dir) if cfg.ckpt_path else None
+    claim_rank(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     dm = build_datamodule(cfg, progress=cfg.progress)
     dm.prepare_data()
@@ -107,7 +118,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
         lg.log_hyperparams({**asdict(cfg),
                             "model_params": summary.total_parameters,
                             "model_summary": str(summary)})
-    trainer = L.Trainer(**asdict(cfg.trainer), logger=loggers or False,
+    trainer = L.Trainer(**trainer_kwargs(cfg.trainer), logger=loggers or False,
                         callbacks=build_callbacks(cfg, out_dir), default_root_dir=str(out_dir),
                         plugins=[AtomicCheckpointIO()])
     metrics: dict[str, float] = {f"data/train/{k}": float(v) for k, v in stats.items()}
@@ -115,9 +126,21 @@ def train(cfg: TrainConfig, out_dir: str | Path, overrides: list[str] | None = N
     start = time.perf_counter()
     try:
         try:
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+            with forward_sigterm(trainer):
+                trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
         except SIGTERMException:
             raise Preempted(out_dir / "checkpoints" / "last.ckpt") from None
+        except Exception as err:
+            if workers_preempted(err):
+                raise Preempted(out_dir / "checkpoints" / "last.ckpt") from None
+            failed = as_distributed_error(err, cfg.trainer.collective_timeout_s)
+            if failed is None:
+                raise
+            raise failed from err
+        leave_process_group()
+        if not trainer.is_global_zero:  # another rank of a run its launcher started (srun)
+            return {}
+        progress_from_workers(trainer, _last(trainer.checkpoint_callback))
         metrics["time/fit_s"] = time.perf_counter() - start
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_scalars(trainer.callback_metrics))
