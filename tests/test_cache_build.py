@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -35,8 +36,10 @@ def test_a_split_built_by_two_processes_is_the_one_built_by_one(small_dataset, m
     assert _same(cache_mod.pack_graphs(one), cache_mod.pack_graphs(two))
 
 
-def test_a_waiter_says_whom_it_waits_for_then_gets_the_lock(tmp_path, caplog):
-    lock = tmp_path / "train-x.lock"
+@contextmanager
+def _lock_held_by_a_thread(lock):
+    """``lock`` held by another thread (a builder that makes no progress) until the
+    event this yields is set; the thread ends on leaving."""
     held, release = threading.Event(), threading.Event()
 
     def builder() -> None:
@@ -48,13 +51,19 @@ def test_a_waiter_says_whom_it_waits_for_then_gets_the_lock(tmp_path, caplog):
     thread.start()
     try:
         assert held.wait(30)
+        yield release
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_a_waiter_says_whom_it_waits_for_then_gets_the_lock(tmp_path, caplog):
+    lock = tmp_path / "train-x.lock"
+    with _lock_held_by_a_thread(lock) as release:
         threading.Timer(0.5, release.set).start()
         with caplog.at_level(logging.INFO, logger=cache_mod.__name__), \
                 cache_mod.waiting_lock(lock, "the train graphs", timeout_s=60):
             assert release.is_set()
-    finally:
-        release.set()
-        thread.join(30)
     waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
     assert waits == [f"waiting for the train graphs: pid {os.getpid()} on "
                      f"{os.uname().nodename} builds them"]
@@ -62,23 +71,9 @@ def test_a_waiter_says_whom_it_waits_for_then_gets_the_lock(tmp_path, caplog):
 
 def test_a_builder_without_progress_is_given_up_on_in_one_line(tmp_path):
     lock = tmp_path / "train-x.lock"
-    held, release = threading.Event(), threading.Event()
-
-    def stuck() -> None:
-        with cache_mod.waiting_lock(lock, "the train graphs"):
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=stuck)
-    thread.start()
-    try:
-        assert held.wait(30)
-        with pytest.raises(cache_mod.LockTimeout) as err, \
-                cache_mod.waiting_lock(lock, "the train graphs", timeout_s=0.3):
-            pass
-    finally:
-        release.set()
-        thread.join(30)
+    with _lock_held_by_a_thread(lock), pytest.raises(cache_mod.LockTimeout) as err, \
+            cache_mod.waiting_lock(lock, "the train graphs", timeout_s=0.3):
+        pass
     message = str(err.value)
     assert message.startswith(f"{lock}: waited for the train graphs") and "\n" not in message
     assert "no progress for 0.3 s" in message and "data.lock_timeout_s" in message
