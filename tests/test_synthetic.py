@@ -436,3 +436,48 @@ def test_a_drawn_tag_dimension_leaves_the_other_images_as_they_were(tmp_path):
 def test_bad_tag_dimensions_are_refused(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         gen(tmp_path, "bad", **kw)
+
+
+def _people(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints [N, K, 3] and boxes [N, 4] of every person of a dataset."""
+    data, _ = read_dataset(root)
+    anns = data["annotations"]
+    k = len(data["categories"][0]["keypoints"])
+    return (np.array([a["keypoints"] for a in anns], dtype=float).reshape(-1, k, 3),
+            np.array([a["bbox"] for a in anns], dtype=float))
+
+
+def test_hidden_below_leaves_legs_unlabeled_and_boxes_short(tmp_path):
+    ankles = [get_layout("crowdpose14").joints.index(n) for n in ("left_ankle", "right_ankle")]
+    whole_kp, whole_box = _people(gen(tmp_path, "whole", num_images=12, seed=3)[0])
+    cut_kp, cut_box = _people(gen(tmp_path, "cut", num_images=12, seed=3, hidden_below=1.0)[0])
+    assert len(whole_kp) > 30 and len(cut_kp) > 30
+    assert (whole_kp[:, ankles, 2] > 0).any(axis=1).mean() > 0.6
+    assert (cut_kp[:, ankles, 2] > 0).any(axis=1).mean() < 0.1
+    # a box holds the seen body: it ends near the lowest labeled joint
+    lowest = np.where(cut_kp[..., 2] > 0, cut_kp[..., 1], -np.inf).max(axis=1)
+    assert np.all(cut_box[:, 1] + cut_box[:, 3] <= lowest + 0.1 * whole_box[:, 3].max())
+    assert np.median(cut_box[:, 3]) < 0.8 * np.median(whole_box[:, 3])
+    with pytest.raises(ValueError, match=r"hidden_below=1.5: a share of the people"):
+        gen(tmp_path, "bad", hidden_below=1.5)
+
+
+def test_hidden_below_is_a_training_world_setting(tmp_path):
+    """The default world hides legs in its training split only; its other splits keep the
+    names (and bytes) they had before the setting existed."""
+    from posegnn.data.datamodule import DataConfig, PoseGraphDataModule, SyntheticSplits
+    from posegnn.data.graph import GraphConfig
+
+    def split_dirs(hidden: float) -> dict[str, Path]:
+        data = DataConfig(root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                          synthetic=SyntheticSplits(num_train=3, num_val=2, num_test=2,
+                                                    hidden_below=hidden))
+        dm = PoseGraphDataModule(data, GraphConfig(), progress=False)
+        return {split: dm.source(split)[0].root for split in ("train", "test")}
+
+    default, without = split_dirs(SyntheticSplits.hidden_below), split_dirs(0.0)
+    assert SyntheticSplits.hidden_below > 0
+    assert default["test"] == without["test"] and default["train"] != without["train"]
+    for split, root in default.items():
+        info = read_dataset(Path(root))[0]["info"]["config"]
+        assert info["hidden_below"] == (SyntheticSplits.hidden_below if split == "train" else 0)

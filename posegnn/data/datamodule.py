@@ -56,6 +56,9 @@ class SyntheticSplits:
     vary_detector: bool = True
     noise_ranges: dict[str, list[float]] = field(
         default_factory=lambda: {k: list(v) for k, v in TRAINING_RANGES.items()})
+    # share of the training split's synthetic people seen only down to a line across the
+    # body (SyntheticConfig.hidden_below); validation, test and pose files keep 0
+    hidden_below: float = 0.5
 
     def __post_init__(self) -> None:
         one_of("data.synthetic.crowd", self.crowd, CROWDS)
@@ -197,7 +200,9 @@ class PoseGraphDataModule(L.LightningDataModule):
         spec = SyntheticConfig(num_images=n, seed=syn.seed * 1000 + offset, crowd=syn.crowd,
                                layout=syn.layout, poses=self.cfg.poses, noise=syn.noise,
                                noise_ranges=syn.noise_ranges
-                               if split == "train" and syn.vary_detector else {})
+                               if split == "train" and syn.vary_detector else {},
+                               hidden_below=syn.hidden_below
+                               if split == "train" and not self.cfg.poses else 0.0)
         dims = spec.noise_ranges.get(TAG_DIM, [0, 0])
         if dims[0] != dims[1] and not self.graph_cfg.dimension_free:
             raise SettingError(f"data.synthetic.noise_ranges.{TAG_DIM}={list(dims)} varies the "
@@ -209,7 +214,10 @@ class PoseGraphDataModule(L.LightningDataModule):
         ids = self._pose_file_split(split) if self.cfg.poses else None
         if ids is not None:
             spec.seed = syn.seed  # one detector world; the images differ per split
-        key = hashlib.sha256(json.dumps([asdict(spec), ids], sort_keys=True, default=str)
+        named = asdict(spec)
+        if not spec.hidden_below:  # worlds written before the setting keep their names
+            del named["hidden_below"]
+        key = hashlib.sha256(json.dumps([named, ids], sort_keys=True, default=str)
                              .encode()).hexdigest()[:12]
         out = Path(self.cfg.root) / f"synthetic-{split}-{key}"
         with file_lock(out.parent / ".locks" / f"{out.name}.lock"):

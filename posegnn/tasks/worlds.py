@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from posegnn.choices import SettingError, one_of
+from posegnn.data.datamodule import SyntheticSplits
 from posegnn.data.maps import ANNOTATIONS, MAPS_DIR, DatasetError, PoseMapsDataset
 from posegnn.data.synthetic import DetectorNoise, SyntheticConfig, generate_dataset
 from posegnn.data.synthetic.detector import TRAINING_RANGES
@@ -48,6 +49,9 @@ class WorldConfig:
     noise: DetectorNoise = field(default_factory=DetectorNoise)
     noise_ranges: dict[str, list[float]] = field(
         default_factory=lambda: {k: list(v) for k, v in TRAINING_RANGES.items()})
+    # skeletons: share of the train split's people seen only down to a line across the
+    # body, as the default training world's (SyntheticSplits.hidden_below)
+    hidden_below: float = SyntheticSplits.hidden_below
     weights: str | None = None  # learned: detector weights; None: the shipped ones
     num_train: int = 2000
     num_test: int = 500
@@ -106,6 +110,9 @@ def world_split(name: str, world: WorldConfig, split: str, data_dir: str | Path,
         detector = world.train_detector if split == "train" else world.test_detector
         spec["noise"] = asdict(world.noise)
         spec["ranges"] = world.noise_ranges if detector == "varied" else {}
+    hidden = world.hidden_below if world.kind == "skeletons" and split == "train" else 0.0
+    if hidden:  # worlds written before the setting keep their names
+        spec["hidden_below"] = hidden
     ids = _pose_ids(world, split) if world.poses and world.kind == "poses" else None
     if world.poses:
         spec["poses"] = [Path(world.poses).name, Path(world.poses).stat().st_size]
@@ -126,7 +133,8 @@ def world_split(name: str, world: WorldConfig, split: str, data_dir: str | Path,
             generate_dataset(out, SyntheticConfig(
                 num_images=n, seed=world.seed if ids else seed, crowd=world.crowd,
                 layout=world.layout, poses=world.poses, noise=world.noise,
-                noise_ranges=spec["ranges"]), progress=progress, image_ids=ids)
+                noise_ranges=spec["ranges"], hidden_below=hidden), progress=progress,
+                image_ids=ids)
     return out
 
 

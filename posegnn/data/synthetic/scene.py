@@ -34,6 +34,8 @@ LEVEL_SPECS = {
 CROWDS = (*LEVEL_SPECS, "mixed")  # what a synthetic world's ``crowd`` may be
 MAX_TRIES = 12  # scene draws spent on landing in the level's crowd-index band
 MIN_JOINTS = 3  # people with fewer labeled joints in the image are left out
+# a person hidden below (``hidden_below``) is seen down to this fraction of its height
+CUT_RANGE = (0.4, 0.8)
 SQUARE_SHARE = 0.4  # share of synthetic images at the network's input size (no letterbox)
 ASPECTS = (4 / 3, 3 / 4, 3 / 2, 2 / 3, 16 / 9, 9 / 16, 1.0)
 
@@ -200,23 +202,42 @@ def _place_bodies(rng, w: int, h: int, spec: dict):
     return joints, np.stack(lab), np.stack(beh), heights
 
 
-def _boxes(all_joints: np.ndarray, heights: np.ndarray, w: int, h: int) -> np.ndarray:
-    """COCO boxes [P, 4] around the whole body (all body joints), clipped to the image."""
+def _seen_above(rng, full: np.ndarray, share: float) -> np.ndarray:
+    """Which body joints [P, J] are seen: a ``share`` of the people is hidden below a
+    line (by the image edge, a foreground object, a row in front) and keeps only the
+    joints above it, as a real crowd's people often show no legs."""
+    seen = np.ones(full.shape[:2], dtype=bool)
+    if share <= 0.0 or len(full) == 0:  # draws nothing: worlds without it stay as they are
+        return seen
+    cut_people = rng.random(len(full)) < share
+    top, bottom = full[:, :, 1].min(axis=1), full[:, :, 1].max(axis=1)
+    cut = top + rng.uniform(*CUT_RANGE, len(full)) * (bottom - top)
+    return seen & ~(cut_people[:, None] & (full[:, :, 1] > cut[:, None]))
+
+
+def _boxes(all_joints: np.ndarray, seen: np.ndarray, heights: np.ndarray, w: int,
+           h: int) -> np.ndarray:
+    """COCO boxes [P, 4] around the seen body (its seen body joints), clipped to the
+    image."""
     m = 0.035 * heights[:, None]
-    lo = np.clip(all_joints.min(axis=1) - m, 0, [w, h])
-    hi = np.clip(all_joints.max(axis=1) + m, 0, [w, h])
+    lo = np.where(seen[..., None], all_joints, np.inf).min(axis=1)
+    hi = np.where(seen[..., None], all_joints, -np.inf).max(axis=1)
+    lo, hi = np.clip(lo - m, 0, [w, h]), np.clip(hi + m, 0, [w, h])
     return np.concatenate([lo, hi - lo], axis=1)
 
 
-def _draw_people(rng, layout: Layout, w: int, h: int, spec: dict) -> dict:
+def _draw_people(rng, layout: Layout, w: int, h: int, spec: dict,
+                 hidden_below: float = 0.0) -> dict:
     """One draw of the people of an image, with labels, occlusion and boxes."""
     pick = np.array([body.J[n] for n in layout.joints])
     full, lab3d, behind3d, heights = _place_bodies(rng, w, h, spec)
+    seen = _seen_above(rng, full, hidden_below)
+    lab3d = lab3d & seen
     joints, labeled, behind = full[:, pick], lab3d[:, pick], behind3d[:, pick]
     in_img = ((joints >= 0) & (joints < [w, h])).all(axis=2)
     keep = (labeled & in_img).sum(axis=1) >= MIN_JOINTS
-    full, joints, labeled, behind, in_img, heights = (
-        a[keep] for a in (full, joints, labeled, behind, in_img, heights))
+    full, seen, joints, labeled, behind, in_img, heights = (
+        a[keep] for a in (full, seen, joints, labeled, behind, in_img, heights))
     regions = make_regions(layout, joints, np.ones(joints.shape[:2], dtype=bool), heights)
     p, k = joints.shape[:2]
     if p == 0:  # nobody landed in the image
@@ -233,7 +254,7 @@ def _draw_people(rng, layout: Layout, w: int, h: int, spec: dict) -> dict:
     self_hidden = behind & (own_torso.min(axis=2, initial=np.inf) < 1.0)
     vis = np.where(labeled & in_img, np.where(hidden | self_hidden, 1, 2), 0)
     kpts = np.concatenate([joints, vis[..., None]], axis=2)
-    boxes = _boxes(full, heights, w, h)
+    boxes = _boxes(full, seen, heights, w, h)
     return dict(joints=joints, vis=vis, heights=heights, regions=regions,
                 boxes=boxes, ci=crowd_index(kpts, boxes))
 
@@ -247,8 +268,9 @@ def _band_gap(ci: float, level: str) -> float:
 
 
 def synthetic_scene(rng: np.random.Generator, image_id: int, layout: Layout, crowd: str,
-                    input_size: int = 512) -> Scene:
-    """A synthetic image of articulated people at the given crowd level."""
+                    input_size: int = 512, hidden_below: float = 0.0) -> Scene:
+    """A synthetic image of articulated people at the given crowd level; a
+    ``hidden_below`` share of them is seen only down to a line across the body."""
     level = crowd
     if crowd == "mixed":
         level = CROWD_LEVELS[rng.choice(len(CROWD_LEVELS), p=MIXED_PROBS)]
@@ -256,7 +278,7 @@ def synthetic_scene(rng: np.random.Generator, image_id: int, layout: Layout, cro
     w, h = sample_image_size(rng, input_size)
     best, best_gap = None, np.inf
     for _ in range(MAX_TRIES):
-        people = _draw_people(rng, layout, w, h, LEVEL_SPECS[level])
+        people = _draw_people(rng, layout, w, h, LEVEL_SPECS[level], hidden_below)
         if len(people["joints"]) == 0:
             continue
         gap = _band_gap(people["ci"], level)
@@ -265,7 +287,7 @@ def synthetic_scene(rng: np.random.Generator, image_id: int, layout: Layout, cro
         if gap == 0.0:
             break
     if best is None:  # nobody landed in the image: an empty image is still valid
-        best = _draw_people(rng, layout, w, h, LEVEL_SPECS[level])
+        best = _draw_people(rng, layout, w, h, LEVEL_SPECS[level], hidden_below)
     return _to_scene(best, layout, image_id, w, h)
 
 

@@ -56,6 +56,9 @@ class SyntheticConfig:
     # heatmap_size: the tag map keeps its ratio to it; tag_dim: a whole number); the rest
     # comes from ``noise``
     noise_ranges: dict[str, list[float]] = field(default_factory=dict)
+    # share of the synthetic people seen only down to a line across the body (legs
+    # hidden, box cut short), as in real crowds; a poses file keeps its own visibility
+    hidden_below: float = 0.0
 
 
 def image_rng(seed: int, image_id: int, stream: int) -> np.random.Generator:
@@ -87,7 +90,8 @@ class _Synthetic:
 
     def scene(self, image_id: int) -> Scene:
         rng = image_rng(self.cfg.seed, image_id, SCENE_STREAM)
-        return synthetic_scene(rng, image_id, self.layout, self.cfg.crowd, self.cfg.input_size)
+        return synthetic_scene(rng, image_id, self.layout, self.cfg.crowd, self.cfg.input_size,
+                               self.cfg.hidden_below)
 
 
 class _Real:
@@ -113,6 +117,8 @@ def _check_config(cfg: SyntheticConfig) -> None:
         raise ValueError("input_size, heatmap_size and tag_size must be positive")
     check_tag_dim(cfg.noise.tag_dim, "noise.tag_dim")
     check_noise_ranges(cfg.noise_ranges)
+    if not 0.0 <= cfg.hidden_below <= 1.0:
+        raise ValueError(f"hidden_below={cfg.hidden_below}: a share of the people, in [0, 1]")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
