@@ -97,7 +97,7 @@ def maps_args(maps_dir: Path, out: Path, *extra: str) -> list[str]:
     return [TRAIN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=maps",
             f"data.train={maps_dir}", f"data.test={maps_dir}", "data.batch_size=4",
             "data.val_fraction=0.25", f"data.cache_dir={out / 'cache'}",
-            "callbacks.figures_every_n_epochs=0", "scheduler=step", *extra]  # cosine: max_epochs
+            "callbacks.figures_every_n_epochs=0", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -192,6 +192,32 @@ def _plateau_rates(lr: float, val_loss: list[float], factor: float) -> list[floa
     return rates
 
 
+def test_a_cosine_run_resumed_with_more_epochs_stretches_its_schedule(graphs, tmp_path):
+    """Resumed from its checkpoint with a later max_epochs, the cosine continues towards
+    the new last epoch; it neither restarts nor keeps the old horizon."""
+    from posegnn.models.module import cosine_factor
+
+    def trainer(epochs: int, rates: _LearningRates) -> L.Trainer:
+        return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path), callbacks=[rates])
+
+    L.seed_everything(0)
+    lr, loader = 0.02, _loader(graphs[:2])
+    module = PosegnnModule(graphs[0].x.shape[1], graphs[0].edge_attr.shape[1],
+                           optimizer={"name": "adam", "lr": lr},
+                           scheduler={"name": "cosine", "warmup_epochs": 1})
+    first, resumed = _LearningRates(), _LearningRates()
+    fit = trainer(3, first)
+    fit.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    fit.save_checkpoint(tmp_path / "three.ckpt")
+    trainer(6, resumed).fit(module, train_dataloaders=loader, val_dataloaders=loader,
+                            ckpt_path=tmp_path / "three.ckpt")
+    assert first.lr == pytest.approx([lr * cosine_factor(e, 1, 3) for e in range(3)])
+    assert resumed.lr == pytest.approx([lr * cosine_factor(e, 1, 6) for e in range(3, 6)])
+    assert resumed.lr[-1] < resumed.lr[0] < first.lr[1]
+
+
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
 @pytest.mark.parametrize("scheduler", ["none", "cosine", "step", "plateau"])
 def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path):
@@ -230,7 +256,7 @@ def test_optimizers_and_schedulers_from_config(graphs, name, scheduler, tmp_path
         assert configs == []
         expected = [lr] * epochs
     elif scheduler == "cosine":  # one warm-up epoch at a tenth, then cosine over the rest
-        assert isinstance(configs[0].scheduler, torch.optim.lr_scheduler.SequentialLR)
+        assert isinstance(configs[0].scheduler, torch.optim.lr_scheduler.LambdaLR)
         expected = [lr * 0.1] + [lr * (1 + math.cos(math.pi * t / (epochs - 1))) / 2
                                  for t in range(epochs - 1)]
     elif scheduler == "step":

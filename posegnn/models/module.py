@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import lightning as L
@@ -26,6 +27,15 @@ from posegnn.models.person_scorer import PersonScorer
 STAGES = ("train", "val", "test")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
+
+
+def cosine_factor(epoch: int, warmup_epochs: int, epochs: int) -> float:
+    """The learning-rate factor of an epoch: a linear warm-up from a tenth, then a
+    cosine to zero at the last epoch."""
+    warm = min(warmup_epochs, epochs - 1)
+    if epoch < warm:
+        return 0.1 + 0.9 * epoch / warm
+    return 0.5 * (1.0 + math.cos(math.pi * min((epoch - warm) / max(epochs - warm, 1), 1.0)))
 
 
 @dataclass
@@ -201,18 +211,29 @@ class PosegnnModule(L.LightningModule):
         sched = self._scheduler(opt)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
+    def on_train_start(self) -> None:
+        """A resumed cosine run starts at its schedule's rate for the new max_epochs, not
+        at the rate the checkpoint stored for the old one."""
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                rates = [base * fn(sched.last_epoch)
+                         for base, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
+                for group, rate in zip(sched.optimizer.param_groups, rates, strict=True):
+                    group["lr"] = rate
+                sched._last_lr = rates
+
+    def _max_epochs(self) -> int:
+        return max(int(self.trainer.max_epochs or 1), 1) if self._trainer else 1
+
     def _scheduler(self, opt):
         s = self.sched_cfg
-        epochs = max(int(self.trainer.max_epochs or 1), 1) if self._trainer else 1
         if s.name == "none":
             return None
-        if s.name == "cosine":
-            warm = min(s.warmup_epochs, epochs - 1)
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs - warm, 1))
-            if warm <= 0:
-                return cosine
-            ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=warm)
-            return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warm])
+        if s.name == "cosine":  # one schedule that reads max_epochs at each step, so that a
+            # run resumed with more epochs stretches it instead of restarting the cosine
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: cosine_factor(
+                epoch, s.warmup_epochs, self._max_epochs()))
         if s.name == "step":
             return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
         # plateau (SchedulerConfig allows no other)
