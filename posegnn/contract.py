@@ -18,6 +18,9 @@ import numpy as np
 
 ANNOTATIONS = "annotations.json"
 MAPS_DIR = "maps"
+# annotations.json's info.heat_floor: a training dump (posegnn.writer) stored every pixel
+# where no heatmap reaches this value as zero
+HEAT_FLOOR = "heat_floor"
 MAP_ARRAYS = {"heatmaps", "tags"}
 OPTIONAL_ARRAYS = {"map_to_image"}
 MAP_DTYPES = (np.float16, np.float32)

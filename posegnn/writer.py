@@ -13,6 +13,13 @@ Every file is written atomically, so an interrupted dump leaves only whole files
                     people=annotations_of(image))          # COCO dicts, or [P, K, 3]
 
 docs/real_networks.md gives recipes for HigherHRNet's official code and mmpose.
+
+``heat_floor`` makes a *training dump*: every pixel where no heatmap reaches the floor
+is stored as zero, in every channel, outside the few pixels around the kept ones that
+graph building reads. Graphs built with ``graph.candidates.threshold`` at or above the
+floor are those of the full maps, and the zeros compress to little (BENCHMARKS.md,
+"Dumping a training set"). It is for training splits only: refinement and the ae
+baseline read the whole map, so validate and test on full dumps.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from posegnn.contract import (
     ANNOTATIONS,
+    HEAT_FLOOR,
     MAPS_DIR,
     DatasetError,
     bbox_of,
@@ -55,13 +65,40 @@ def affine_from_center_scale(center, scale, heatmap_size,
                      [0.0, sh / h, cy - sh / 2 + shift * sh / h]])
 
 
+def _read_by(n_tag: int, n_heat: int) -> np.ndarray:
+    """[n_tag, n_heat]: tag row r is read when sampling at heat row v within half a pixel
+    of heat row p (a sub-pixel peak), i.e. when v * n_tag / n_heat lies in [r - 1, r + 1]."""
+    s = n_heat / n_tag
+    r, p = np.arange(n_tag)[:, None], np.arange(n_heat)[None, :]
+    return (p + 0.5 >= (r - 1) * s) & (p - 0.5 <= (r + 1) * s)
+
+
+def graph_support(heatmaps: np.ndarray, tag_size: tuple[int, int], floor: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks [Hh, Wh] and [Ht, Wt] of the pixels graph building can read when
+    every candidate peaks at ``floor`` or above. A candidate lies within half a pixel of
+    a pixel where its heatmap reaches the floor; its sub-pixel fit and bilinear samples
+    read one heat pixel each way, and the tag pixels either side of it."""
+    above = np.asarray(heatmaps.max(axis=0) >= floor)
+    pooled = F.max_pool2d(torch.from_numpy(above.astype(np.float32))[None], 3, 1, 1)
+    heat = pooled[0].numpy() > 0
+    (hh, wh), (ht, wt) = above.shape, tag_size
+    tag = (_read_by(ht, hh).astype(np.float32) @ above.astype(np.float32)
+           @ _read_by(wt, wh).T.astype(np.float32)) > 0
+    return heat, tag
+
+
 class PoseMapsWriter:
     """A pose-maps dataset being written (see the module doc). ``dtype`` is what the
-    maps are stored as (``float16`` halves the files; ``float32`` keeps every bit)."""
+    maps are stored as (``float16`` halves the files; ``float32`` keeps every bit);
+    ``heat_floor`` makes it a training dump."""
 
     def __init__(self, root: str | Path, layout: Layout | str = "crowdpose14",
                  overwrite: bool = False, dtype: str = "float16",
-                 category_id: int = 1) -> None:
+                 category_id: int = 1, heat_floor: float | None = None) -> None:
+        if heat_floor is not None and not 0 < heat_floor < 1:
+            raise ValueError(f"heat_floor must be in (0, 1), got {heat_floor}")
+        self.heat_floor = heat_floor
         self.root = Path(root)
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
         if np.dtype(dtype) not in (np.float16, np.float32):
@@ -90,7 +127,13 @@ class PoseMapsWriter:
                      self.layout.num_joints, self.layout.name)
         affine = None if map_to_image is None else \
             check_affine(where, map_to_image).astype(np.float32)
-        return heat.astype(self.dtype), tag.astype(self.dtype), affine
+        heat, tag = heat.astype(self.dtype), tag.astype(self.dtype)
+        if self.heat_floor is not None:
+            heat_kept, tag_kept = graph_support(heat, tag.shape[1:3], self.heat_floor)
+            heat = np.where(heat_kept, heat, 0).astype(self.dtype)
+            tag = np.where(tag_kept[..., None] if tag.ndim == 4 else tag_kept, tag,
+                           0).astype(self.dtype)
+        return heat, tag, affine
 
     def add(self, image_id: int, heatmaps, tags, width: int, height: int,
             file_name: str | None = None, map_to_image=None, crowd_index: float | None = None,
@@ -145,6 +188,8 @@ class PoseMapsWriter:
                     "keypoints": list(self.layout.joints),
                     "skeleton": [[a + 1, b + 1] for a, b in self.layout.limbs]}
         doc = {"images": self.images, "categories": [category]}
+        if self.heat_floor is not None:
+            doc["info"] = {HEAT_FLOOR: self.heat_floor}
         if self.annotated if annotated is None else annotated:
             doc["annotations"] = self.annotations
         text = json.dumps(doc)

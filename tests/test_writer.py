@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from posegnn import api
 from posegnn.data.maps import DatasetError, PoseMapsDataset
@@ -136,3 +137,54 @@ def test_predict_draws_people_over_heatmaps_and_over_images(small_dataset, tmp_p
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(images / f"{source.image_ids[0]}.png")
     with pytest.raises(DatasetError, match="5x5 pixels, but annotations.json says"):
         predict(cfg, tmp_path / "img")
+
+
+def noisy_dump(source: Path, out: Path, heat_floor: float | None) -> Path:
+    """The source's maps under a network's low background everywhere (below 0.08, tags
+    jittered), written as full maps or as a training dump."""
+    ds = PoseMapsDataset(source)
+    rng = np.random.default_rng(0)
+    with PoseMapsWriter(out, layout=ds.layout.name, heat_floor=heat_floor) as writer:
+        for image_id in ds.image_ids:
+            maps, info = ds.load_maps(image_id), ds.image(image_id)
+            background = np.random.default_rng(image_id).uniform(0, 0.08, maps.heatmaps.shape)
+            heat = np.maximum(maps.heatmaps, background)
+            tags = maps.tags + rng.normal(0, 0.05, maps.tags.shape)
+            writer.add(image_id, heat, tags, info["width"], info["height"],
+                       map_to_image=maps.map_to_image, people=ds.annotations_of(image_id))
+    return out
+
+
+def test_a_training_dump_builds_the_graphs_of_full_maps_in_less_disk(small_dataset, tmp_path):
+    from posegnn.data.cache import build_graphs
+    from posegnn.data.graph import GraphConfig
+    from posegnn.tasks.check import check_dataset, format_result
+
+    full = PoseMapsDataset(noisy_dump(small_dataset, tmp_path / "full", None))
+    kept = PoseMapsDataset(noisy_dump(small_dataset, tmp_path / "kept", 0.1))
+    assert (full.heat_floor, kept.heat_floor) == (None, 0.1)
+    image_id = kept.image_ids[0]
+    heat = kept.load_maps(image_id).heatmaps
+    assert 0.5 < (heat == 0).mean() < 1  # the background is gone, the people are not
+    size = {name: sum(p.stat().st_size for p in (tmp_path / name / "maps").glob("*.npz"))
+            for name in ("full", "kept")}
+    assert size["kept"] < size["full"] / 3
+
+    cfg = GraphConfig()
+    for a, b in zip(build_graphs(full, full.image_ids, cfg, progress=False),
+                    build_graphs(kept, kept.image_ids, cfg, progress=False), strict=True):
+        assert a.keys() == b.keys() and a.num_nodes > 10
+        for key in a.keys():
+            if isinstance(a[key], torch.Tensor):
+                assert torch.equal(a[key], b[key]), key
+
+    lower = GraphConfig()
+    lower.candidates.threshold = 0.05
+    with pytest.raises(DatasetError, match=r"kept: a training dump .*threshold=0.05"):
+        build_graphs(kept, kept.image_ids, lower, progress=False)
+    with pytest.raises(DatasetError, match="per_map reads whole maps"):
+        build_graphs(kept, kept.image_ids, GraphConfig(normalization="per_map"),
+                     progress=False)
+    build_graphs(full, full.image_ids, lower, progress=False)  # full maps allow it
+    assert "a training dump: heat below 0.1" in format_result(check_dataset(kept.root))
+

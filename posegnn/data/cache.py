@@ -132,6 +132,7 @@ def build_graphs(dataset: PoseMapsDataset, image_ids: list[int], cfg: GraphConfi
     file raises :class:`DatasetError`, unless ``skip_bad``: then the image is left out
     and a warning counts what was skipped and why.
     """
+    dataset.check_graph_settings(cfg)
     chunks = [image_ids[i:i + CHUNK] for i in range(0, len(image_ids), CHUNK)]
     bar = tqdm(total=len(image_ids), desc=desc, disable=not progress, unit="img")
     graphs, skipped = [], []

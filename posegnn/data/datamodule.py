@@ -253,6 +253,11 @@ class PoseGraphDataModule(L.LightningDataModule):
             self._sources[split] = (ds, list(ds.image_ids))
         else:  # maps
             self._sources[split] = self._maps_source(split)
+        ds = self._sources[split][0]
+        if split != "train" and ds.heat_floor is not None:
+            log.warning("%s: a training dump (heat below %g stored as 0) as the %s split: "
+                        "refinement and the ae baseline read the pixels it dropped; "
+                        "validate and test on full maps", ds.root, ds.heat_floor, split)
         return self._sources[split]
 
     def _maps_source(self, split: str) -> tuple[PoseMapsDataset, list[int]]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from posegnn.contract import (  # noqa: F401 - the reader's names, re-exported
     ANNOTATIONS,
+    HEAT_FLOOR,
     MAP_ARRAYS,
     MAP_DTYPES,
     MAPS_DIR,
@@ -93,6 +94,7 @@ class PoseMapsDataset:
         raw = _read_json(self.ann_path)
         self.images, self.category, self.layout = self._read_images_and_layout(raw, sigmas)
         self.has_annotations = "annotations" in raw
+        self.heat_floor = _heat_floor(raw, self.ann_path)  # a training dump's, else None
         if require_annotations and not self.has_annotations:
             raise DatasetError(f"{self.ann_path}: no 'annotations' list")
         self.annotations = self._normalize_annotations(raw.get("annotations") or [])
@@ -163,6 +165,17 @@ class PoseMapsDataset:
             except DatasetError as err:
                 self._broken(img["id"], str(err))
         return out
+
+    def check_graph_settings(self, graph) -> None:
+        """Refuse graph settings that would read pixels a training dump left out."""
+        if self.heat_floor is None:
+            return
+        where = f"{self.root}: a training dump (heat below {self.heat_floor:g} stored as 0)"
+        if graph.candidates.threshold < self.heat_floor:
+            raise DatasetError(f"{where}; graph.candidates.threshold="
+                               f"{graph.candidates.threshold:g} would read what it dropped")
+        if graph.normalization == "per_map":
+            raise DatasetError(f"{where}; graph.normalization=per_map reads whole maps")
 
     def _broken(self, image_id: int, message: str) -> None:
         """Raise ``message``, or remember the image as left out when skipping."""
@@ -268,3 +281,13 @@ class PoseMapsDataset:
         """Load and validate the maps of one image."""
         return read_maps(self.maps_path(image_id), self.image(image_id), self.layout.num_joints,
                          self.max_map_mib, self.layout.name)
+
+
+def _heat_floor(raw: dict, path: Path) -> float | None:
+    """``info.heat_floor`` of a training dump, checked; None for full maps."""
+    info = raw.get("info")
+    floor = info.get(HEAT_FLOOR) if isinstance(info, dict) else None
+    if floor is not None and not (_is_number(floor) and 0 < floor < 1):
+        raise DatasetError(f"{path}: info.{HEAT_FLOOR} must be a number in (0, 1), "
+                           f"got {floor!r}")
+    return None if floor is None else float(floor)

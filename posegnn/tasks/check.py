@@ -232,6 +232,9 @@ def _summarize_annotations(ds: PoseMapsDataset, result: CheckResult) -> None:
     s.append(("layout", f"{ds.layout.name} ({ds.layout.num_joints} keypoints)"))
     s.append(("images", f"{len(ds.image_ids)}" + (f" ({len(ds.skipped)} more with broken "
                                                   "entries)" if ds.skipped else "")))
+    if ds.heat_floor is not None:
+        s.append(("maps", f"a training dump: heat below {ds.heat_floor:g} stored as 0 "
+                          "(for training splits; validate and test on full maps)"))
     if not ds.has_annotations:
         s.append(("people", "no annotations (prediction only)"))
         return
