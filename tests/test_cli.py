@@ -253,6 +253,7 @@ def test_generate_writes_a_dataset_the_reader_accepts(tmp_path):
     out = tmp_path / "world"
     run("posegnn-generate", f"out={out}", "num_images=3", "seed=5", "crowd=hard",
         "layout=coco17", "noise.tag_noise=0.3", cwd=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["world"]  # nothing else in the cwd
     ds = PoseMapsDataset(out)
     assert len(ds) == 3 and ds.layout.name == "coco17"
     assert ds.load_maps(ds.image_ids[0]).heatmaps.shape == (17, 256, 256)
