@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--data", type=Path, help="an existing pose-maps dataset instead")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--timeout-s", type=float, default=3600, help="per build process")
     ap.add_argument("--one", nargs=3, metavar=("DATA", "CACHE", "WORKERS"),
                     help=argparse.SUPPRESS)  # the child process of one measurement
     args = ap.parse_args()
@@ -68,7 +69,8 @@ def main() -> None:
         for workers in args.workers:
             out = subprocess.run([sys.executable, __file__, "--one", str(data),
                                   str(tmp / f"cache-{workers}"), str(workers)],
-                                 check=True, capture_output=True, text=True)
+                                 check=True, capture_output=True, text=True,
+                                 timeout=args.timeout_s)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{rows[0]['images']} images, default graph settings, one thread per process")
         print("| processes | images/s | seconds | peak MiB (builder) | peak MiB (a worker) |")
