@@ -305,3 +305,16 @@ def test_an_evaluation_decompresses_each_maps_file_once(small_dataset, tmp_path,
     keys = [k for k in runs[0] if "sec_per_image" not in k]
     assert {k: runs[0][k] for k in keys} == {k: runs[1][k] for k in keys}
     assert runs[0]["test/gnn/AP"] > 0.3 and runs[0]["test/ae/AP"] > 0.1
+
+
+def test_evaluation_takes_candidates_from_the_command_and_the_rest_from_the_checkpoint(caplog):
+    from posegnn.data.graph import CandidateConfig, GraphConfig
+    from posegnn.tasks.evaluate import checkpoint_graph
+
+    trained = GraphConfig(normalization="dataset")
+    assert checkpoint_graph(GraphConfig(), trained) is trained
+    given = GraphConfig(normalization="per_map", candidates=CandidateConfig(threshold=0.25))
+    with caplog.at_level("WARNING", logger="posegnn.tasks.evaluate"):
+        used = checkpoint_graph(given, trained)
+    assert used.candidates.threshold == 0.25 and used.normalization == "dataset"
+    assert "graph.normalization: ignored" in caplog.text

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields, replace
 from pathlib import Path
 
 from posegnn.checkpoints import load_module
 from posegnn.config import EvalConfig
 from posegnn.contract import off_image_warning
 from posegnn.data.datamodule import PoseGraphDataModule
+from posegnn.data.graph import GraphConfig
 from posegnn.evaluation.runner import evaluate_groupings, format_table
 from posegnn.io import write_metrics
 from posegnn.pretrained import shipped_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_graph(given: GraphConfig, trained: GraphConfig) -> GraphConfig:
+    """The graph settings a checkpoint is evaluated with: its own, which its model reads,
+    except ``graph.candidates`` when the command changes them (the peaks of another
+    detector's maps). Any other ``graph.*`` the command changes is ignored, with a
+    warning that names it."""
+    default = GraphConfig()
+    ignored = [f"graph.{f.name}" for f in fields(GraphConfig) if f.name != "candidates"
+               and getattr(given, f.name) != getattr(default, f.name)
+               and getattr(given, f.name) != getattr(trained, f.name)]
+    if ignored:
+        log.warning("%s: ignored; the checkpoint's graph settings are what its model reads "
+                    "(only graph.candidates can change at evaluation)", ", ".join(ignored))
+    if given.candidates != default.candidates:
+        log.info("candidates from the command line: %s", given.candidates)
+        return replace(trained, candidates=given.candidates)
+    return trained
 
 
 def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
@@ -26,9 +46,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict[str, float]:
     if cfg.ckpt_path or "gnn" in groupings.run:
         module = load_module(cfg.ckpt_path or shipped_checkpoint(dm.layout.name),
                              layout=dm.layout.name)
-        if cfg.graph != module.graph_cfg:
-            log.info("building graphs with the checkpoint's graph settings")
-        dm = dm.with_graph(module.graph_cfg)
+        dm = dm.with_graph(checkpoint_graph(cfg.graph, module.graph_cfg))
     # graphs and refinement share each image's maps, decompressed once
     chunks = dm.evaluation_chunks(cfg.split, 16 * dm.cfg.batch_size)
     metrics = evaluate_groupings(dm.ground_truth(cfg.split), dm.layout, None, groupings,
