@@ -192,9 +192,12 @@ def _plateau_rates(lr: float, val_loss: list[float], factor: float) -> list[floa
     return rates
 
 
-def test_a_cosine_run_resumed_with_more_epochs_stretches_its_schedule(graphs, tmp_path):
+@pytest.mark.parametrize("epochs, warmup", [(3, 1), (2, 2)])  # (2, 2): all warm-up at first
+def test_a_cosine_run_resumed_with_more_epochs_stretches_its_schedule(graphs, tmp_path,
+                                                                       epochs, warmup):
     """Resumed from its checkpoint with a later max_epochs, the cosine continues towards
-    the new last epoch; it neither restarts nor keeps the old horizon."""
+    the new last epoch; it neither restarts nor keeps the old horizon, even when the
+    first run ended inside the warm-up."""
     from posegnn.models.module import cosine_factor
 
     def trainer(epochs: int, rates: _LearningRates) -> L.Trainer:
@@ -206,16 +209,18 @@ def test_a_cosine_run_resumed_with_more_epochs_stretches_its_schedule(graphs, tm
     lr, loader = 0.02, _loader(graphs[:2])
     module = PosegnnModule(graphs[0].x.shape[1], graphs[0].edge_attr.shape[1],
                            optimizer={"name": "adam", "lr": lr},
-                           scheduler={"name": "cosine", "warmup_epochs": 1})
+                           scheduler={"name": "cosine", "warmup_epochs": warmup})
     first, resumed = _LearningRates(), _LearningRates()
-    fit = trainer(3, first)
+    fit = trainer(epochs, first)
     fit.fit(module, train_dataloaders=loader, val_dataloaders=loader)
-    fit.save_checkpoint(tmp_path / "three.ckpt")
-    trainer(6, resumed).fit(module, train_dataloaders=loader, val_dataloaders=loader,
-                            ckpt_path=tmp_path / "three.ckpt")
-    assert first.lr == pytest.approx([lr * cosine_factor(e, 1, 3) for e in range(3)])
-    assert resumed.lr == pytest.approx([lr * cosine_factor(e, 1, 6) for e in range(3, 6)])
-    assert resumed.lr[-1] < resumed.lr[0] < first.lr[1]
+    fit.save_checkpoint(tmp_path / "first.ckpt")
+    trainer(epochs + 3, resumed).fit(module, train_dataloaders=loader,
+                                     val_dataloaders=loader, ckpt_path=tmp_path / "first.ckpt")
+    assert first.lr == pytest.approx([lr * cosine_factor(e, warmup, epochs)
+                                      for e in range(epochs)])
+    assert resumed.lr == pytest.approx([lr * cosine_factor(e, warmup, epochs + 3)
+                                        for e in range(epochs, epochs + 3)])
+    assert resumed.lr[-1] < resumed.lr[0]
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
