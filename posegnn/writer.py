@@ -127,13 +127,7 @@ class PoseMapsWriter:
                      self.layout.num_joints, self.layout.name)
         affine = None if map_to_image is None else \
             check_affine(where, map_to_image).astype(np.float32)
-        heat, tag = heat.astype(self.dtype), tag.astype(self.dtype)
-        if self.heat_floor is not None:
-            heat_kept, tag_kept = graph_support(heat, tag.shape[1:3], self.heat_floor)
-            heat = np.where(heat_kept, heat, 0).astype(self.dtype)
-            tag = np.where(tag_kept[..., None] if tag.ndim == 4 else tag_kept, tag,
-                           0).astype(self.dtype)
-        return heat, tag, affine
+        return heat.astype(self.dtype), tag.astype(self.dtype), affine
 
     def add(self, image_id: int, heatmaps, tags, width: int, height: int,
             file_name: str | None = None, map_to_image=None, crowd_index: float | None = None,
@@ -150,6 +144,10 @@ class PoseMapsWriter:
         if any(img["id"] == image_id for img in self.images):
             raise DatasetError(f"image {image_id}: added twice")
         heat, tag, affine = self._check(image_id, heatmaps, tags, map_to_image)
+        if self.heat_floor is not None:  # a training dump: zero what graphs never read
+            heat_kept, tag_kept = graph_support(heat, tag.shape[1:3], self.heat_floor)
+            heat[:, ~heat_kept] = 0  # _check's astype gave copies of the caller's arrays
+            tag[:, ~tag_kept] = 0
         path = write_maps(self.root / MAPS_DIR / f"{image_id}.npz", heat, tag, affine)
         image = {"id": image_id, "file_name": file_name or f"{image_id}.jpg",
                  "width": int(width), "height": int(height)}
